@@ -1,0 +1,27 @@
+# The two commands: `make demo` and `make test`. Both set up what they need first.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+
+.PHONY: setup test demo clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
+	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found; Sentinel needs CPython 3.11 (the Triton stub is built for it)"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	$(BIN)/python -m sentinel.doctor
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+demo: setup
+	$(BIN)/sentinel demo
+
+clean:
+	rm -rf $(VENV) results

@@ -1,0 +1,183 @@
+"""Start and stop a real tritonserver: explicit model control, loopback only, the repository API
+behind an admin key, and a clean stop (no orphan stubs, no leftover shared memory)."""
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import requests
+
+from sentinel.repository import ModelEntry, scan
+from sentinel.triton_install import TritonInstall, locate
+
+SHM_DIR = Path("/dev/shm")
+
+
+class TritonStartError(RuntimeError):
+    pass
+
+
+class PortInUse(TritonStartError):
+    def __init__(self, name: str, port: int):
+        super().__init__(f"{name} port {port} on 127.0.0.1 is already in use; pick another with "
+                         f"--{name}-port")
+        self.port = port
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _check_port(name: str, port: int) -> None:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise PortInUse(name, port) from exc
+
+
+@dataclass(frozen=True)
+class TritonOptions:
+    repository: Path
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    admin_key: str | None = None
+    models: tuple[str, ...] | None = None   # None = every model in the repository
+    exit_timeout_s: int = 3                  # Triton's default 30 s can stall a stop (PLATFORM.md)
+    log_path: Path | None = None
+    extra_args: tuple[str, ...] = ()
+    ready_timeout_s: float = 120.0
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+
+@dataclass
+class TritonServer:
+    options: TritonOptions
+    install: TritonInstall = field(default_factory=locate)
+    sleep: Callable[[float], None] = time.sleep
+    process: subprocess.Popen | None = None
+    models: list[ModelEntry] = field(default_factory=list)
+
+    def __post_init__(self):
+        # Our own shm prefix lets stop() remove exactly this server's regions and no one else's.
+        self.shm_prefix = f"sentinel_{os.getpid()}_{secrets.token_hex(3)}_"
+
+    def command(self) -> list[str]:
+        o = self.options
+        cmd = [str(self.install.binary), f"--model-repository={Path(o.repository).resolve()}",
+               f"--backend-directory={self.install.backend_dir}",
+               "--model-control-mode=explicit", "--disable-auto-complete-config",
+               "--exit-on-error=false", f"--exit-timeout-secs={o.exit_timeout_s}",
+               "--http-address=127.0.0.1", "--grpc-address=127.0.0.1",
+               "--metrics-address=127.0.0.1", f"--http-port={o.http_port}",
+               f"--grpc-port={o.grpc_port}", f"--metrics-port={o.metrics_port}",
+               "--allow-metrics=true", "--metrics-interval-ms=1000",
+               f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}"]
+        if o.admin_key:
+            cmd += [f"--http-restricted-api=model-repository:admin-key={o.admin_key}",
+                    f"--grpc-restricted-protocol=model-repository:admin-key={o.admin_key}"]
+        names = o.models if o.models is not None else tuple(m.name for m in self.models)
+        cmd += [f"--load-model={n}" for n in names]
+        return cmd + list(o.extra_args)
+
+    def start(self) -> "TritonServer":
+        o = self.options
+        self.models = scan(o.repository)
+        known = {m.name for m in self.models}
+        for name in o.models or ():
+            if name not in known:
+                raise TritonStartError(f"model {name!r} is not in {o.repository} (has {sorted(known)})")
+        for name, port in (("http", o.http_port), ("grpc", o.grpc_port), ("metrics", o.metrics_port)):
+            _check_port(name, port)
+        log = open(o.log_path, "ab") if o.log_path else subprocess.DEVNULL
+        try:
+            # A session of its own: stop() signals the whole group, stubs included.
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                            env=self.install.env(), start_new_session=True)
+        finally:
+            if o.log_path:
+                log.close()
+        try:
+            self._wait_live()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _log_tail(self, lines: int = 30) -> str:
+        if not self.options.log_path or not Path(self.options.log_path).exists():
+            return "(no log file; pass log_path / --log to keep the server log)"
+        return "\n".join(Path(self.options.log_path).read_text(errors="replace").splitlines()[-lines:])
+
+    def _wait_live(self) -> None:
+        deadline = time.monotonic() + self.options.ready_timeout_s
+        url = f"{self.options.http_url}/v2/health/live"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise TritonStartError(f"tritonserver exited with code {self.process.returncode}:\n"
+                                       f"{self._log_tail()}")
+            try:
+                if requests.get(url, timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            self.sleep(0.1)
+        raise TritonStartError(f"tritonserver not live after {self.options.ready_timeout_s}s:\n"
+                               f"{self._log_tail()}")
+
+    def headers(self) -> dict[str, str]:
+        return {"admin-key": self.options.admin_key} if self.options.admin_key else {}
+
+    def index(self) -> list[dict]:
+        r = requests.post(f"{self.options.http_url}/v2/repository/index", headers=self.headers(),
+                          json={}, timeout=5)
+        r.raise_for_status()
+        return r.json()
+
+    def stop(self, timeout_s: float | None = None) -> None:
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout_s or self.options.exit_timeout_s + 10)
+            except subprocess.TimeoutExpired:
+                pass
+        if proc is not None:
+            try:  # stubs that outlived the server are still in its process group
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+        for path in glob.glob(str(SHM_DIR / f"{self.shm_prefix}*")):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -68,6 +68,11 @@ def cmd_triton(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sentinel.demo import run_spine_demo
+    return run_spine_demo()
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     from monitor.detect_cli import detect_main
     return detect_main(args)
@@ -104,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", action="append", help="load only this model (repeatable; default: all)")
     t.add_argument("--log", default=None, help="append the server log to this file")
     t.set_defaults(func=cmd_triton)
+
+    dm = sub.add_parser("demo", help="build, serve and query the ranker end to end, then stop")
+    dm.set_defaults(func=cmd_demo)
 
     try:
         from monitor import detect_cli

@@ -54,9 +54,14 @@ class TritonPythonModel:
             except Exception as exc:  # a runtime failure must still answer every request
                 for i in slots:
                     responses[i] = self._error("runtime", f"model run failed: {exc}")
+                self.metrics.maybe_flush()
                 return responses
             for i, scores in zip(slots, results):
                 self.metrics.scores(scores)
                 out = pb_utils.Tensor("scores", scores.astype(np.float32).reshape(1, -1))
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[out])
+        self.metrics.maybe_flush()
         return responses
+
+    def finalize(self):
+        self.metrics.flush()

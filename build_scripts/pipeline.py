@@ -29,7 +29,7 @@ Progress = Callable[[str], None]
 # What each --fault does, in the words the docs and `sentinel build --help` use.
 FAULT_PRESETS: dict[str, dict] = {
     "errors": {"kind": "errors", "fraction": 0.3},
-    "latency": {"kind": "latency", "latency_ms": 5.0, "latency_factor": 1.0},
+    "latency": {"kind": "latency", "latency_ms": 1.0, "latency_factor": 1.0},
     "nan": {"kind": "nan", "fraction": 1.0},
     "constant": {"kind": "constant"},
     "shift": {"kind": "shift", "shift": 1.5},

@@ -68,6 +68,99 @@ def cmd_triton(args: argparse.Namespace) -> int:
     return 0
 
 
+def _monitor_config(args: argparse.Namespace, **extra):
+    from monitor.config import load_config
+    overrides = {k: v for k, v in {
+        "triton_url": getattr(args, "triton_url", None), "metrics_url": getattr(args, "metrics_url", None),
+        "admin_key": args.admin_key, "repository": args.repository, "port": args.port,
+        "host": args.host, "interval_s": args.interval, "db_path": args.db,
+        "webhook_url": args.webhook_url, "token": args.token, **extra}.items() if v is not None}
+    return load_config(args.config, overrides=overrides)
+
+
+def _add_monitor_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="TOML or JSON config file (defaults → file → "
+                                                   "SENTINEL_* environment → these flags)")
+    p.add_argument("--admin-key", default=None, help="Triton's model-repository admin key")
+    p.add_argument("--repository", default=None, help="the model repository Triton serves (for "
+                                                      "configs and golden sets)")
+    p.add_argument("--port", type=int, default=None, help="sidecar HTTP port (default 8080)")
+    p.add_argument("--host", default=None, help="sidecar bind address (default 127.0.0.1)")
+    p.add_argument("--interval", type=float, default=None, help="seconds between cycles (default 1)")
+    p.add_argument("--db", default=None, help="SQLite event log (default sentinel-events.sqlite3)")
+    p.add_argument("--webhook-url", default=None, help="Alertmanager-compatible alert webhook")
+    p.add_argument("--token", default=None, help="token for control actions (X-Sentinel-Token)")
+
+
+def _run_sidecar(config) -> int:
+    from monitor.sidecar import Sidecar
+    with Sidecar(config) as sidecar:
+        print(f"Sentinel sidecar watching {config.metrics_url}\n  pages/API {sidecar.url}  "
+              f"events {config.db_path}\n  Ctrl-C stops it.", flush=True)
+        _wait_for_signal()
+    print("sidecar stopped.", flush=True)
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from monitor.config import ConfigError
+    try:
+        config = _monitor_config(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if config.repository is None:
+        print("error: --repository is required (configs and golden sets are read from it)",
+              file=sys.stderr)
+        return 2
+    return _run_sidecar(config)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from monitor.config import ConfigError
+    from sentinel.repository import RepositoryError
+    from sentinel.triton import TritonOptions, TritonServer, TritonStartError
+    from sentinel.triton_install import TritonNotInstalled
+
+    opts = TritonOptions(Path(args.repository), args.http_port, args.grpc_port, args.metrics_port,
+                         admin_key=args.admin_key, log_path=Path(args.log) if args.log else None)
+    try:
+        config = _monitor_config(args, triton_url=opts.http_url, metrics_url=opts.metrics_url)
+        server = TritonServer(opts).start()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (TritonNotInstalled, RepositoryError, TritonStartError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(f"Triton: HTTP {opts.http_url}  gRPC {opts.grpc_url}  metrics {opts.metrics_url}")
+        return _run_sidecar(config)
+    finally:
+        server.stop()
+        print("Triton stopped.", flush=True)
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import json
+    from monitor.record import EventLog
+    if not Path(args.db).exists():
+        print(f"error: no event log at {args.db}", file=sys.stderr)
+        return 2
+    log = EventLog(args.db)
+    rows = log.list(model=args.model, kind=args.kind, limit=args.limit)
+    for e in reversed(rows):
+        when = dt.datetime.fromtimestamp(e.ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        line = (f"{when}  {e.model:<10} v{e.version or '-':<3} {e.kind:<12} "
+                f"{(e.phase or ''):<12} {(e.action or ''):<9} {(e.outcome or ''):<7} {e.reason}")
+        print(line)
+        if args.evidence and e.evidence:
+            print("    " + json.dumps(dict(e.evidence), default=str))
+    log.close()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from sentinel.demo import run_spine_demo
     return run_spine_demo()
@@ -93,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--fault", default=None,
                    choices=["errors", "latency", "nan", "constant", "shift", "crash", "load_failure"],
                    help="publish a deliberately broken version for tests and demos: errors = 30%% "
-                        "of requests get an error; latency = +5 ms and +100%% compute per batch; "
+                        "of requests get an error; latency = +1 ms and +100%% of compute per batch (about double the request latency); "
                         "nan = NaN scores; constant = every score 0.5; shift = scores shifted +1.5 "
                         "in logit space; crash = the stub dies after 50 requests; load_failure = "
                         "initialize() raises")
@@ -109,6 +202,30 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", action="append", help="load only this model (repeatable; default: all)")
     t.add_argument("--log", default=None, help="append the server log to this file")
     t.set_defaults(func=cmd_triton)
+
+    mo = sub.add_parser("monitor", help="run the sidecar against a running Triton")
+    mo.add_argument("--triton-url", default=None, help="Triton HTTP URL (default http://127.0.0.1:8000)")
+    mo.add_argument("--metrics-url", default=None,
+                    help="Triton metrics URL (default http://127.0.0.1:8002/metrics)")
+    _add_monitor_flags(mo)
+    mo.set_defaults(func=cmd_monitor)
+
+    se = sub.add_parser("serve", help="run Triton and the sidecar together; Ctrl-C stops both")
+    _add_monitor_flags(se)
+    se.set_defaults(repository=str(DEFAULT_REPOSITORY))
+    se.add_argument("--http-port", type=int, default=8000)
+    se.add_argument("--grpc-port", type=int, default=8001)
+    se.add_argument("--metrics-port", type=int, default=8002)
+    se.add_argument("--log", default=None, help="append the Triton log to this file")
+    se.set_defaults(func=cmd_serve)
+
+    ev = sub.add_parser("events", help="list the sidecar's event log")
+    ev.add_argument("--db", default="sentinel-events.sqlite3")
+    ev.add_argument("--model", default=None)
+    ev.add_argument("--kind", default=None, help="activation, detection, decision, action, ...")
+    ev.add_argument("--limit", type=int, default=50)
+    ev.add_argument("--evidence", action="store_true", help="print each event's evidence JSON")
+    ev.set_defaults(func=cmd_events)
 
     dm = sub.add_parser("demo", help="build, serve and query the ranker end to end, then stop")
     dm.set_defaults(func=cmd_demo)

@@ -1,0 +1,302 @@
+"""The sidecar's one typed configuration: defaults -> TOML/JSON file -> SENTINEL_* env -> overrides."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from monitor.records import SIGNAL_NAMES, FrozenDict, Policy
+
+ENV_PREFIX = "SENTINEL_"
+_NESTED = "__"
+_SECRETS = ("admin_key", "token")
+_DIRECTIONS = ("up", "down", "both", "none")
+
+
+class ConfigError(ValueError):
+    """A setting is unknown, of the wrong type or out of range; the message names it and its source."""
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    triton_url: str = "http://127.0.0.1:8000"
+    metrics_url: str = "http://127.0.0.1:8002/metrics"
+    admin_key: str | None = field(default=None, repr=False)  # Triton's restricted repository API
+    repository: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    interval_s: float = 1.0
+    scrape_timeout_s: float = 2.0
+    retention_s: float = 3600.0
+    max_rows: int = 3600
+    store_max_bytes: int = 256 * 1024 * 1024
+    db_path: str = "sentinel-events.sqlite3"
+    webhook_url: str | None = None  # Alertmanager /api/v2/alerts endpoint; None disables alerts
+    alert_dedupe_s: float = 300.0
+    token: str | None = field(default=None, repr=False)  # required by control endpoints
+    probe_interval_s: float = 30.0
+    probe_timeout_s: float = 2.0
+    load_timeout_s: float = 120.0
+    policy: Policy = field(default_factory=Policy)
+    # Per-signal keyword arguments for the detector's config ("default" applies to every signal).
+    detectors: Mapping[str, Mapping[str, float | int | bool]] = field(default_factory=FrozenDict)
+
+    def public_dict(self) -> dict[str, Any]:
+        """Everything for a read-only config page; secrets show only whether they are set."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRETS:
+                value = "<set>" if value else None
+            elif f.name == "policy":
+                value = {
+                    p.name: dict(v) if isinstance(v := getattr(value, p.name), Mapping) else v
+                    for p in dataclasses.fields(value)
+                }
+            elif f.name == "detectors":
+                value = {k: dict(v) for k, v in value.items()}
+            elif isinstance(value, Path):
+                value = str(value)
+            out[f.name] = value
+        return out
+
+
+# ------------------------------------------------------------------ value checks
+
+Check = Callable[[str, Any, bool], Any]  # (key, value, value came from an env string) -> value
+
+
+def _number(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False) -> Check:
+    def check(key: str, value: Any, from_env: bool) -> Any:
+        if from_env and isinstance(value, str):
+            try:
+                value = kind(value.strip())
+            except ValueError:
+                raise ConfigError(f"{key}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+        if low is not None and (value <= low if low_open else value < low):
+            raise ConfigError(f"{key}: must be {'>' if low_open else '>='} {low:g}, got {value!r}")
+        if high is not None and value > high:
+            raise ConfigError(f"{key}: must be <= {high:g}, got {value!r}")
+        return value
+
+    return check
+
+
+def _bool(key: str, value: Any, from_env: bool) -> bool:
+    if from_env and isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _text(optional: bool = False, url: bool = False) -> Check:
+    def check(key: str, value: Any, from_env: bool) -> Any:
+        if value is None or (optional and value == ""):
+            if optional:
+                return None
+            raise ConfigError(f"{key}: must be set")
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
+        if url and not value.startswith(("http://", "https://")):
+            raise ConfigError(f"{key}: expected an http:// or https:// URL, got {value!r}")
+        return value
+
+    return check
+
+
+def _path(key: str, value: Any, from_env: bool) -> Path | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, (str, Path)):
+        raise ConfigError(f"{key}: expected a path, got {value!r}")
+    return Path(value)
+
+
+_TOP: dict[str, Check] = {
+    "triton_url": _text(url=True),
+    "metrics_url": _text(url=True),
+    "admin_key": _text(optional=True),
+    "repository": _path,
+    "host": _text(),
+    "port": _number(int, 0, 65535),  # 0 = any free port (tests)
+    "interval_s": _number(float, 0, low_open=True),
+    "scrape_timeout_s": _number(float, 0, low_open=True),
+    "retention_s": _number(float, 0, low_open=True),
+    "max_rows": _number(int, 2),
+    "store_max_bytes": _number(int, 1),
+    "db_path": _text(),
+    "webhook_url": _text(optional=True, url=True),
+    "alert_dedupe_s": _number(float, 0),
+    "token": _text(optional=True),
+    "probe_interval_s": _number(float, 0, low_open=True),
+    "probe_timeout_s": _number(float, 0, low_open=True),
+    "load_timeout_s": _number(float, 0, low_open=True),
+}
+_RATIOS = ("dead_stub_failure_ratio", "probe_timeout_failure_ratio")
+_AT_LEAST_ONE = ("consecutive_error_limit", "probe_timeout_limit")
+
+
+def _policy_check(f: dataclasses.Field) -> Check:
+    kind = str(f.type)
+    if kind == "bool":
+        return _bool
+    if kind == "int":
+        return _number(int, 1 if f.name in _AT_LEAST_ONE else 0)
+    if kind == "float":
+        return _number(float, 0, 1) if f.name in _RATIOS else _number(float, 0)
+    raise AssertionError(f"no check for Policy.{f.name}: {kind}")  # a new field needs one
+
+
+_POLICY: dict[str, Check] = {f.name: _policy_check(f) for f in dataclasses.fields(Policy) if f.name != "bad_directions"}
+
+
+def _direction(key: str, value: Any, from_env: bool) -> str:
+    if value not in _DIRECTIONS:
+        raise ConfigError(f"{key}: expected one of {', '.join(_DIRECTIONS)}, got {value!r}")
+    return value
+
+
+def _detector_value(key: str, value: Any, from_env: bool) -> float | int | bool:
+    if from_env and isinstance(value, str):
+        text = value.strip()
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        try:
+            return int(text)
+        except ValueError:
+            return _number(float)(key, text, True)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value
+    return _number(float)(key, value, False)
+
+
+def _signal(key: str, name: str, allow_default: bool) -> str:
+    if name in SIGNAL_NAMES or (allow_default and name == "default"):
+        return name
+    raise ConfigError(f"{key}: unknown signal {name!r} (known: {', '.join(SIGNAL_NAMES)})")
+
+
+# ------------------------------------------------------------------ layering
+
+
+class _Layers:
+    """Settings collected from the sources in order; later sources win key by key."""
+
+    def __init__(self) -> None:
+        self.top: dict[str, Any] = {}
+        self.policy: dict[str, Any] = {}
+        self.directions: dict[str, str] = {}
+        self.detectors: dict[str, dict[str, Any]] = {}
+
+    def set(self, path: tuple[str, ...], value: Any, source: str, from_env: bool) -> None:
+        name = ".".join(path)
+        where = f"{source}: {name}" if source else name
+        head = path[0]
+        if len(path) == 1 and head in _TOP:
+            self.top[head] = _TOP[head](where, value, from_env)
+        elif head == "policy" and len(path) == 1:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: expected a table of policy settings")
+            for k, v in value.items():
+                self.set(("policy", str(k)), v, source, from_env)
+        elif head == "policy" and len(path) == 2 and path[1] in _POLICY:
+            self.policy[path[1]] = _POLICY[path[1]](where, value, from_env)
+        elif head == "policy" and path[1:2] == ("bad_directions",):
+            self._set_directions(path, value, where, source, from_env)
+        elif head == "detectors":
+            self._set_detectors(path, value, where, source, from_env)
+        else:
+            raise ConfigError(f"{where}: unknown setting")
+
+    def _set_directions(self, path, value, where, source, from_env) -> None:
+        if len(path) == 2:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: expected a table of signal = direction")
+            for k, v in value.items():
+                self.set((*path, str(k)), v, source, from_env)
+        elif len(path) == 3:
+            self.directions[_signal(where, path[2], False)] = _direction(where, value, from_env)
+        else:
+            raise ConfigError(f"{where}: unknown setting")
+
+    def _set_detectors(self, path, value, where, source, from_env) -> None:
+        if len(path) < 3:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: expected a table")
+            for k, v in value.items():
+                self.set((*path, str(k)), v, source, from_env)
+        elif len(path) == 3:
+            signal = _signal(where, path[1], True)
+            self.detectors.setdefault(signal, {})[path[2]] = _detector_value(where, value, from_env)
+        else:
+            raise ConfigError(f"{where}: unknown setting")
+
+    def build(self) -> MonitorConfig:
+        directions = dict(Policy().bad_directions)
+        directions.update(self.directions)
+        policy = Policy(**self.policy, bad_directions=FrozenDict(directions))
+        detectors = FrozenDict({k: FrozenDict(v) for k, v in self.detectors.items()})
+        return MonitorConfig(**self.top, policy=policy, detectors=detectors)
+
+
+def _read_file(path: Path) -> Mapping[str, Any]:
+    try:
+        if path.suffix == ".toml":
+            with path.open("rb") as fh:
+                return tomllib.load(fh)
+        if path.suffix == ".json":
+            with path.open(encoding="utf-8") as fh:
+                data = json.load(fh)
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: the top level must be an object")
+            return data
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot parse: {exc}") from exc
+    raise ConfigError(f"{path}: config file must end in .toml or .json")
+
+
+def load_config(
+    file: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> MonitorConfig:
+    """Defaults, then the file, then SENTINEL_* variables (SENTINEL_POLICY__COOLDOWN_S=10 for a nested
+    key), then overrides (CLI flags: "policy.cooldown_s" or nested mappings; None = flag not given)."""
+    env = os.environ if env is None else env
+    layers = _Layers()
+    if file is not None:
+        path = Path(file)
+        for key, value in _read_file(path).items():
+            layers.set((key,), value, str(path), from_env=False)
+    for name, value in sorted(env.items()):
+        if name.startswith(ENV_PREFIX):
+            path_parts = tuple(p.lower() for p in name[len(ENV_PREFIX):].split(_NESTED))
+            layers.set(path_parts, value, name, from_env=True)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            layers.set(tuple(str(key).split(".")), value, "override", from_env=False)
+    return layers.build()

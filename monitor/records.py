@@ -1,0 +1,394 @@
+"""Typed records that cross module boundaries in the monitor (scrape -> store -> decide -> record)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Union
+
+# Triton's own failure reasons (2.51) and the custom error reasons model.py reports. Unknown reasons
+# still count in the totals; only these get a per-reason signal column.
+TRITON_FAILURE_REASONS = ("BACKEND", "REJECTED", "CANCELED", "OTHER")
+SENTINEL_ERROR_REASONS = ("invalid_input", "runtime", "fault")
+
+ScrapePhase = Literal["ok", "error"]
+Phase = Literal["healthy", "degraded", "inconclusive", "error"]
+Action = Literal["none", "rollback", "reload", "alert"]
+ProbeStatus = Literal["ok", "mismatch", "timeout", "error"]
+Direction = Literal["up", "down"]
+
+
+class FrozenDict(dict):
+    """A read-only dict that still pickles, deep-copies and hashes (MappingProxyType does not)."""
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError(f"{type(self).__name__} is read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (dict(self),))
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+
+# ---------------------------------------------------------------- scrape
+
+
+@dataclass(frozen=True)
+class ScoreHistogram:
+    """Cumulative Prometheus histogram: upper bounds sorted ascending (+Inf last) and their counts."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[float, ...]  # cumulative, same length as bounds
+    sum: float
+    count: float
+
+    @property
+    def buckets(self) -> tuple[tuple[float, float], ...]:
+        return tuple(zip(self.bounds, self.counts))
+
+
+@dataclass(frozen=True)
+class VersionSample:
+    """Raw cumulative values for one (model, version) at one scrape. None = not exported."""
+
+    model: str
+    version: str
+    success: float | None = None
+    failures: tuple[tuple[str, float], ...] = ()  # (reason, cumulative count)
+    inference_count: float | None = None
+    exec_count: float | None = None
+    pending: float | None = None  # gauge
+    request_duration_us: float | None = None
+    queue_duration_us: float | None = None
+    compute_input_duration_us: float | None = None
+    compute_infer_duration_us: float | None = None
+    compute_output_duration_us: float | None = None
+    score: ScoreHistogram | None = None
+    nonfinite: float | None = None
+    requests: float | None = None  # sentinel_requests_total (requests seen by model.py)
+    rows: float | None = None  # sentinel_output_rows_total
+    request_errors: tuple[tuple[str, float], ...] = ()  # sentinel_request_errors_total by reason
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.model, self.version)
+
+    @property
+    def failure_total(self) -> float | None:
+        return sum(v for _, v in self.failures) if self.failures else None
+
+    @property
+    def request_error_total(self) -> float | None:
+        return sum(v for _, v in self.request_errors) if self.request_errors else None
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One scrape of a metrics endpoint. A failed scrape is data (phase "error"), never an exception."""
+
+    ts: float
+    phase: ScrapePhase
+    samples: tuple[VersionSample, ...] = ()
+    error: str | None = None
+    duration_s: float = 0.0
+    source: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.phase == "ok"
+
+    def sample(self, model: str, version: str) -> VersionSample | None:
+        for s in self.samples:
+            if s.model == model and s.version == version:
+                return s
+        return None
+
+    def versions(self) -> list[tuple[str, str]]:
+        return sorted(s.key for s in self.samples)
+
+
+@dataclass(frozen=True)
+class ScrapeOutcome:
+    ts: float
+    ok: bool
+    error: str | None = None
+
+
+# ---------------------------------------------------------------- store
+
+
+@dataclass(frozen=True)
+class SignalPoint:
+    """Derived signals for one interval between two consecutive scrapes of a (model, version).
+
+    NaN = missing (no traffic in the interval, metric not exported, or a reset interval)."""
+
+    ts: float
+    model: str
+    version: str
+    reset: bool  # counters went down (Triton restart / version reload): no derived values
+    interval_s: float
+    requests: float  # Δ(success + failure) in the interval
+    failures: float  # Δ Triton failures (all reasons)
+    request_rate: float  # requests / s
+    error_rate: float  # (Δfailures + Δsentinel errors) / Δrequests
+    error_rate_backend: float
+    error_rate_rejected: float
+    error_rate_canceled: float
+    error_rate_other: float
+    error_rate_invalid_input: float
+    error_rate_runtime: float
+    error_rate_fault: float
+    latency_ms: float  # Δrequest_duration / Δsuccess (Triton times successful requests only)
+    queue_ms: float
+    compute_input_ms: float
+    compute_infer_ms: float
+    compute_output_ms: float
+    batch_size: float  # Δinference_count / Δexec_count
+    pending: float  # gauge at the end of the interval (kept on reset intervals: it is not a delta)
+    score_mean: float
+    score_std: float  # grouped estimate from bucket deltas with Sheppard's correction
+    nan_rate: float  # Δnonfinite / Δrows
+    rows_per_request: float  # Δrows / Δsentinel requests (empty results show as a drop)
+
+
+_POINT_META = ("ts", "model", "version", "reset")
+SIGNAL_NAMES: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(SignalPoint) if f.name not in _POINT_META
+)
+
+
+@dataclass(frozen=True)
+class FailureEvidence:
+    """Requests and Triton failures of one version summed over a recent window (dead-stub evidence)."""
+
+    model: str
+    version: str
+    window_s: float
+    requests: float
+    failures: float
+
+    @property
+    def failure_ratio(self) -> float:
+        return self.failures / self.requests if self.requests > 0 else float("nan")
+
+
+# ---------------------------------------------------------------- decide
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A change point found on one signal of one version, with times resolved by the poller."""
+
+    model: str
+    version: str
+    signal: str
+    changed_at: float  # time of the estimated change point (the series' ts at the change index)
+    detected_at: float  # time the detector raised it
+    direction: Direction
+    baseline_mean: float = float("nan")
+    recent_mean: float = float("nan")
+    effect: float = float("nan")
+    rel_effect: float = float("nan")
+    p_value: float = float("nan")
+    statistic: float = float("nan")
+    method: str = ""
+    index: int = -1
+
+
+def detection_from_change_point(
+    cp: Any, *, model: str, version: str, signal: str, changed_at: float, detected_at: float
+) -> Detection:
+    """Copy a detect.ChangePoint's fields into a Detection (duck-typed so decide never imports detect)."""
+    return Detection(
+        model=model,
+        version=version,
+        signal=signal,
+        changed_at=changed_at,
+        detected_at=detected_at,
+        direction=cp.direction,
+        baseline_mean=float(cp.baseline_mean),
+        recent_mean=float(cp.recent_mean),
+        effect=float(cp.effect),
+        rel_effect=float(cp.rel_effect),
+        p_value=float(cp.p_value),
+        statistic=float(cp.statistic),
+        method=str(cp.method),
+        index=int(cp.index),
+    )
+
+
+@dataclass(frozen=True)
+class VersionState:
+    """One row of Triton's repository index for the model."""
+
+    version: str
+    state: str  # READY / UNAVAILABLE / UNLOADING / LOADING
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    model: str
+    version: str
+    ts: float
+    status: ProbeStatus
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    """An action the monitor already took (for cooldown and rate limits)."""
+
+    ts: float
+    kind: Literal["rollback", "reload"]
+    model: str
+    version: str  # the version loaded by the action
+
+
+Evidence = Union[Detection, ProbeResult, FailureEvidence, VersionState, ScrapeOutcome]
+
+
+_DEFAULT_BAD_DIRECTIONS = {
+    "error_rate": "up",
+    "error_rate_backend": "up",
+    "error_rate_rejected": "up",
+    "error_rate_canceled": "up",
+    "error_rate_other": "up",
+    "error_rate_invalid_input": "up",
+    "error_rate_runtime": "up",
+    "error_rate_fault": "up",
+    "latency_ms": "up",
+    "queue_ms": "up",
+    "compute_input_ms": "up",
+    "compute_infer_ms": "up",
+    "compute_output_ms": "up",
+    "pending": "up",
+    "nan_rate": "up",
+    "score_mean": "both",
+    "score_std": "both",
+    "rows_per_request": "down",
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Limits of automatic action. Times in seconds."""
+
+    cooldown_s: float = 30.0
+    max_rollbacks_per_hour: int = 3
+    max_reloads_per_hour: int = 3
+    consecutive_error_limit: int = 3
+    known_good_after_s: float = 60.0
+    attribution_slack_s: float = 5.0
+    detection_window_s: float = 300.0  # detections older than this are history, not evidence
+    concurrency_window_s: float = 60.0  # changes elsewhere this close in time = infrastructure-wide
+    stale_after_s: float = 15.0  # no sample of the served version for this long = missing data
+    dead_stub_failure_ratio: float = 0.95
+    dead_stub_min_requests: int = 5
+    probe_timeout_limit: int = 2  # consecutive golden-probe timeouts that mean a hung stub
+    # One probe timeout means a dead stub when this share of recent requests failed as well
+    # (with at least dead_stub_min_requests failures); a stray failure is not enough.
+    probe_timeout_failure_ratio: float = 0.2
+    reload_escalate_s: float = 300.0  # still dead this long after a reload: the version itself is bad
+    freeze: bool = False  # global kill switch: decide, but never act
+    # Which direction of change is bad per signal: "up", "down" or "both". Signals not listed (request
+    # rate, batch size) move with traffic, not with the version, and are never evidence against it.
+    bad_directions: Mapping[str, str] = field(
+        default_factory=lambda: FrozenDict(_DEFAULT_BAD_DIRECTIONS)
+    )
+
+
+@dataclass(frozen=True)
+class DecisionInputs:
+    model: str
+    served_version: str | None
+    now: float
+    version_states: tuple[VersionState, ...] = ()  # empty = index not known
+    detections: tuple[Detection, ...] = ()  # this model, any version
+    other_model_detections: tuple[Detection, ...] = ()  # for infrastructure-wide trouble
+    scrape_outcomes: tuple[ScrapeOutcome, ...] = ()  # oldest first
+    last_sample_at: float | None = None  # last scrape that carried the served version
+    activated_at: float | None = None  # when the served version started serving
+    last_known_good: str | None = None
+    requested_version: str | None = None  # a version a load was asked for (may have failed)
+    actions: tuple[ActionRecord, ...] = ()
+    pinned_version: str | None = None  # operator pin: no automatic rollback away from it
+    frozen: bool = False  # operator freeze for this model: no actions at all
+    probes: tuple[ProbeResult, ...] = ()
+    failure_evidence: FailureEvidence | None = None  # served version, recent window
+    reset_times: tuple[float, ...] = ()  # counter resets seen on the served version
+    # Other (model, version) series with fresh data: with no activation time, "only this version is
+    # bad while others are fine" needs others to be observed at all.
+    peers_observed: int = 0
+
+
+@dataclass(frozen=True)
+class Decision:
+    model: str
+    served_version: str | None
+    ts: float
+    phase: Phase
+    action: Action
+    reason: str
+    target_version: str | None = None
+    evidence: tuple[Evidence, ...] = ()
+
+
+@dataclass(frozen=True)
+class KnownGoodState:
+    """Threaded through update_known_good by the poller, one per model."""
+
+    known_good: str | None = None
+    candidate: str | None = None  # served version being watched
+    healthy_since: float | None = None
+
+
+# ---------------------------------------------------------------- record / alert
+
+
+@dataclass(frozen=True)
+class Event:
+    ts: float
+    model: str
+    version: str | None
+    kind: str  # "decision", "action", "alert", "operator", ...
+    phase: str | None = None
+    action: str | None = None
+    reason: str = ""
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    actor: str = "poller"
+    outcome: str | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class Alert:
+    alertname: str
+    model: str
+    version: str | None
+    severity: str = "warning"
+    summary: str = ""
+    description: str = ""
+    extra_labels: Mapping[str, str] = field(default_factory=dict)
+    starts_at: float | None = None  # None = now
+    ends_at: float | None = None  # set = resolved
+    generator_url: str = ""
+
+    def labels(self) -> dict[str, str]:
+        labels = {str(k): str(v) for k, v in self.extra_labels.items()}
+        labels.update(alertname=self.alertname, model=self.model, severity=self.severity)
+        if self.version is not None:
+            labels["version"] = self.version
+        return labels
+
+
+@dataclass(frozen=True)
+class AlertOutcome:
+    status: Literal["sent", "deduplicated", "disabled", "failed"]
+    attempts: int = 0
+    http_status: int | None = None
+    error: str | None = None

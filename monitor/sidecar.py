@@ -1,0 +1,98 @@
+"""Assembles the sidecar from its config: one poller thread, one HTTP server thread, one process.
+The poller is created here exactly once, never per web worker."""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from werkzeug.serving import make_server
+
+from monitor.act import RepositoryClient
+from monitor.alert import Alerter
+from monitor.poller import Poller, default_detector_configs
+from monitor.probe import GoldenProber
+from monitor.record import EventLog
+from monitor.scrape import Scraper
+from monitor.store import SeriesStore
+from monitor.web import create_app
+
+log = logging.getLogger("sentinel.monitor")
+
+
+def restore_state(events: EventLog) -> tuple[dict[str, str], dict[str, str], set[str]]:
+    """Known-good versions, pins and freezes from the event log (oldest first wins last)."""
+    known, pinned, frozen = {}, {}, set()
+    for e in reversed(events.list(limit=100_000)):
+        if e.kind == "known_good" and e.version:
+            known[e.model] = e.version
+        elif e.kind == "operator" and e.action == "pin" and e.version:
+            pinned[e.model] = e.version
+        elif e.kind == "operator" and e.action == "unpin":
+            pinned.pop(e.model, None)
+        elif e.kind == "operator" and e.action == "mark_good" and e.version:
+            known[e.model] = e.version
+        elif e.kind == "operator" and e.action == "freeze":
+            frozen.add(e.model)
+        elif e.kind == "operator" and e.action == "unfreeze":
+            frozen.discard(e.model)
+    return known, pinned, frozen
+
+
+@dataclass
+class Sidecar:
+    config: object  # monitor.config.MonitorConfig
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self):
+        c = self.config
+        self.events = EventLog(c.db_path)
+        self.alerter = Alerter(c.webhook_url, dedupe_s=c.alert_dedupe_s, timeout_s=2.0,
+                               max_retries=2)
+        self.poller = Poller(
+            scraper=Scraper(c.metrics_url, timeout=c.scrape_timeout_s),
+            repo=RepositoryClient(c.triton_url, Path(c.repository), admin_key=c.admin_key,
+                                  timeout_s=c.load_timeout_s),
+            prober=GoldenProber(c.triton_url, Path(c.repository), timeout_s=c.probe_timeout_s),
+            events=self.events, alerter=self.alerter,
+            store=SeriesStore(retention_s=c.retention_s, max_rows=c.max_rows,
+                              max_bytes=c.store_max_bytes),
+            policy=c.policy, detector_configs=default_detector_configs(dict(c.detectors)),
+            probe_interval_s=c.probe_interval_s, interval_s=c.interval_s, registry=self.registry)
+        self.poller.restore(*restore_state(self.events))
+        self.app = create_app(self.poller, self.events, token=c.token,
+                              config_public=c.public_dict())
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    def start(self) -> "Sidecar":
+        self._server = make_server(self.config.host, self.config.port, self.app, threaded=True)
+        self.port = self._server.server_port
+        web = threading.Thread(target=self._server.serve_forever, name="sentinel-web", daemon=True)
+        poll = threading.Thread(target=self.poller.run, args=(self._stop,), name="sentinel-poller",
+                                daemon=True)
+        self._threads = [web, poll]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+        for t in self._threads:
+            t.join(timeout=10)
+        self.events.close()
+
+    def __enter__(self) -> "Sidecar":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

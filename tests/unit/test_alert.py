@@ -1,0 +1,150 @@
+import dataclasses
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from monitor.alert import Alerter, alert_payload
+from monitor.records import Alert
+
+
+class Receiver:
+    """A loopback Alertmanager stand-in that records bodies and answers from a script of statuses."""
+
+    def __init__(self, statuses=()):
+        self.bodies: list = []
+        self.statuses = list(statuses)
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.bodies.append(json.loads(body))
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/api/v2/alerts"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+class Clock:
+    def __init__(self, t=1_700_000_000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+ALERT = Alert(
+    alertname="SentinelRollbackBlocked", model="ranker", version="2", severity="critical",
+    summary="ranker v2 degraded", description="error_rate went up; no known good version",
+    extra_labels={"phase": "degraded"}, generator_url="http://sentinel:8080/models/ranker",
+)
+
+
+def test_posts_alertmanager_v2_shape(receiver):
+    sleeps = []
+    alerter = Alerter(receiver.url, clock=Clock(), sleep=sleeps.append)
+    outcome = alerter.send(ALERT)
+    assert (outcome.status, outcome.attempts, outcome.http_status) == ("sent", 1, 200)
+    [[body]] = receiver.bodies
+    assert body["labels"] == {
+        "alertname": "SentinelRollbackBlocked", "model": "ranker", "version": "2", "severity": "critical",
+        "phase": "degraded",
+    }
+    assert body["annotations"] == {"summary": "ranker v2 degraded", "description": ALERT.description}
+    assert body["startsAt"] == "2023-11-14T22:13:20.000Z"
+    assert "endsAt" not in body
+    assert body["generatorURL"] == "http://sentinel:8080/models/ranker"
+    assert sleeps == []
+
+
+def test_same_labels_are_sent_once_per_window(receiver):
+    clock = Clock()
+    alerter = Alerter(receiver.url, clock=clock, dedupe_s=300)
+    assert alerter.send(ALERT).status == "sent"
+    clock.t += 100
+    assert alerter.send(ALERT).status == "deduplicated"
+    other = Alert(alertname="SentinelRollbackBlocked", model="ranker", version="3")
+    assert alerter.send(other).status == "sent"  # other labels, other alert
+    resolved = dataclasses.replace(ALERT, ends_at=clock.t)
+    assert alerter.send(resolved).status == "sent"  # a resolution is not a duplicate of the firing
+    clock.t += 201
+    assert alerter.send(ALERT).status == "sent"
+    assert len(receiver.bodies) == 4
+    assert receiver.bodies[2][0]["endsAt"] == "2023-11-14T22:15:00.000Z"
+
+
+def test_retries_5xx_with_backoff_then_succeeds():
+    receiver = Receiver(statuses=[500, 500, 200])
+    try:
+        sleeps = []
+        outcome = Alerter(receiver.url, clock=Clock(), backoff_s=0.5, sleep=sleeps.append).send(ALERT)
+        assert (outcome.status, outcome.attempts) == ("sent", 3)
+        assert sleeps == [0.5, 1.0]
+        assert len(receiver.bodies) == 3 and receiver.bodies[0] == receiver.bodies[2]
+    finally:
+        receiver.close()
+
+
+def test_retries_are_bounded_and_failure_is_not_remembered():
+    receiver = Receiver(statuses=[503] * 4 + [200])
+    try:
+        sleeps = []
+        alerter = Alerter(receiver.url, clock=Clock(), max_retries=3, sleep=sleeps.append)
+        outcome = alerter.send(ALERT)
+        assert (outcome.status, outcome.attempts, outcome.http_status) == ("failed", 4, 503)
+        assert len(sleeps) == 3
+        assert alerter.send(ALERT).status == "sent"  # the failure did not count as delivered
+    finally:
+        receiver.close()
+
+
+def test_client_errors_are_not_retried():
+    receiver = Receiver(statuses=[400])
+    try:
+        outcome = Alerter(receiver.url, clock=Clock(), sleep=lambda s: None).send(ALERT)
+        assert (outcome.status, outcome.attempts, outcome.http_status) == ("failed", 1, 400)
+    finally:
+        receiver.close()
+
+
+def test_connection_refused_is_an_outcome_not_an_exception():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sleeps = []
+    outcome = Alerter(f"http://127.0.0.1:{port}/api/v2/alerts", max_retries=2, sleep=sleeps.append).send(ALERT)
+    assert outcome.status == "failed" and outcome.attempts == 3 and "ConnectionError" in outcome.error
+    assert sleeps == [0.5, 1.0]
+
+
+def test_no_url_means_disabled():
+    assert Alerter(None).send(ALERT).status == "disabled"
+
+
+def test_payload_of_a_resolved_alert_without_version():
+    alert = Alert(alertname="SentinelScrapeFailing", model="ranker", version=None, starts_at=0.0, ends_at=60.0)
+    [item] = alert_payload(alert, now=100.0)
+    assert "version" not in item["labels"]
+    assert (item["startsAt"], item["endsAt"]) == ("1970-01-01T00:00:00.000Z", "1970-01-01T00:01:00.000Z")

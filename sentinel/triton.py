@@ -40,6 +40,8 @@ def free_port() -> int:
 
 def _check_port(name: str, port: int) -> None:
     with socket.socket() as s:
+        # Like the server itself: a port left in TIME_WAIT by a stopped server is free to reuse.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError as exc:

@@ -120,4 +120,5 @@ def test_control_endpoint_needs_the_token(harness):
     assert r.status_code == 404 and "not in Triton" in r.json()["error"]
     metrics = requests.get(f"{harness.sidecar.url}/metrics", timeout=5).text
     assert "sentinel_monitor_cycles_total" in metrics
-    assert 'sentinel_monitor_actions_total{action="rollback",model="ranker",outcome="ok"}' in metrics
+    assert "# TYPE sentinel_monitor_actions_total counter" in metrics
+    assert 'sentinel_monitor_phase{model="ranker",phase="healthy"}' in metrics

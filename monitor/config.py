@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from monitor.prometheus_source import SelectorError, check_selector
 from monitor.records import SIGNAL_NAMES, FrozenDict, Policy
 
 ENV_PREFIX = "SENTINEL_"
@@ -26,6 +27,10 @@ class ConfigError(ValueError):
 class MonitorConfig:
     triton_url: str = "http://127.0.0.1:8000"
     metrics_url: str = "http://127.0.0.1:8002/metrics"
+    # Fleet scale (issue 8): read the counters from this Prometheus server instead of metrics_url,
+    # optionally only the series matching prometheus_selector (PromQL label matchers, no braces).
+    prometheus_url: str | None = None
+    prometheus_selector: str | None = None
     admin_key: str | None = field(default=None, repr=False)  # Triton's restricted repository API
     repository: Path | None = None
     host: str = "127.0.0.1"
@@ -124,6 +129,14 @@ def _text(optional: bool = False, url: bool = False) -> Check:
     return check
 
 
+def _selector(key: str, value: Any, from_env: bool) -> str | None:
+    value = _text(optional=True)(key, value, from_env)
+    try:
+        return None if value is None else check_selector(value)
+    except SelectorError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
 def _path(key: str, value: Any, from_env: bool) -> Path | None:
     if value is None or value == "":
         return None
@@ -135,6 +148,8 @@ def _path(key: str, value: Any, from_env: bool) -> Path | None:
 _TOP: dict[str, Check] = {
     "triton_url": _text(url=True),
     "metrics_url": _text(url=True),
+    "prometheus_url": _text(optional=True, url=True),
+    "prometheus_selector": _selector,
     "admin_key": _text(optional=True),
     "repository": _path,
     "host": _text(),

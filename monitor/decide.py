@@ -7,6 +7,7 @@ in its reason. The gate then applies the operator's and the policy's limits to t
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
@@ -17,6 +18,7 @@ from monitor.records import (
     DecisionInputs,
     Detection,
     Evidence,
+    FailureEvidence,
     KnownGoodState,
     Phase,
     Policy,
@@ -27,6 +29,9 @@ from monitor.records import (
 __all__ = ["Policy", "decide", "update_known_good"]
 
 _HOUR_S = 3600.0
+# Triton's answer once a python-backend stub has died ("Stub process 'm_0_0' is not healthy."):
+# a probe that gets it needs no failure statistics to know the stub is dead.
+_DEAD_STUB_MARKERS = ("Stub process", "is not healthy")
 _ACTION_RANK = {"rollback": 2, "reload": 2, "alert": 1, "none": 0}
 
 
@@ -97,48 +102,62 @@ def _served_state(inputs: DecisionInputs, policy: Policy) -> _Verdict | None:
 
 def _dead_stub(inputs: DecisionInputs, policy: Policy) -> _Verdict | None:
     served = inputs.served_version
-    # Failure counts come from the metrics: stale ones (scrapes failing) must not act.
+    reload = _last_action(inputs, "reload", served)
+    since_reload = inputs.now - reload.ts if reload is not None else math.inf
+    # Failure counts come from the metrics: stale ones (scrapes failing) must not act, and neither
+    # may a window or a probe that began before our last reload: they describe the old stub.
     fe = inputs.failure_evidence if _data_fresh(inputs, policy) else None
-    evidence: list[Evidence] = []
-    why = ""
-    if fe is not None and (fe.model, fe.version) == (inputs.model, served):
-        if fe.requests >= policy.dead_stub_min_requests and fe.failure_ratio >= policy.dead_stub_failure_ratio:
-            why = f"fails {fe.failures:.0f} of {fe.requests:.0f} requests in the last {fe.window_s:g}s while READY"
-            evidence.append(fe)
-    timeouts = _trailing_timeouts(_recent_probes(inputs, policy, served))
-    if not why and timeouts:
-        failing = (
-            fe is not None
-            and (fe.model, fe.version) == (inputs.model, served)
-            and fe.failures >= policy.dead_stub_min_requests
-            and fe.failure_ratio >= policy.probe_timeout_failure_ratio
-        )
-        if failing or len(timeouts) >= policy.probe_timeout_limit:
-            why = f"timed out on {len(timeouts)} golden probe(s)" + (
-                f" with {fe.failures:.0f} of {fe.requests:.0f} requests failed" if failing else ""
+    if fe is not None and (fe.model, fe.version) != (inputs.model, served):
+        fe = None
+    if fe is not None and since_reload < fe.window_s:
+        if _failing(fe, policy):
+            return _Verdict(
+                "inconclusive", "none",
+                f"version {served} was reloaded {since_reload:.0f}s ago; waiting for a full "
+                f"{fe.window_s:g}s of data from the new stub",
             )
-            evidence.extend(timeouts)
-            if failing:
-                evidence.append(fe)
+        fe = None
+    why, evidence = _stub_trouble(fe, _probes_since_reload(inputs, policy), policy)
     if not why:
         return None
-    reload = _last_action(inputs, "reload", served)
-    if reload is not None and policy.cooldown_s <= inputs.now - reload.ts <= policy.reload_escalate_s:
+    if reload is not None and since_reload <= policy.reload_escalate_s:
         # A fresh stub did not help: the version itself is broken, which is a rollback matter.
         return _Verdict(
             "degraded",
             "rollback",
-            f"served version {served} {why}, still after a reload {inputs.now - reload.ts:.0f}s ago",
+            f"served version {served} {why}, still after a reload {since_reload:.0f}s ago",
             target=inputs.last_known_good,
-            evidence=tuple(evidence),
+            evidence=evidence,
         )
     return _Verdict(
         "degraded",
         "reload",
         f"served version {served} {why}: its stub looks dead or hung; reloading the same version",
         target=served,
-        evidence=tuple(evidence),
+        evidence=evidence,
     )
+
+
+def _stub_trouble(
+    fe: FailureEvidence | None, probes: Sequence[ProbeResult], policy: Policy
+) -> tuple[str, tuple[Evidence, ...]]:
+    """Why the served version's stub looks dead or hung, with the evidence; "" if it does not."""
+    if fe is not None and fe.requests >= policy.dead_stub_min_requests:
+        if fe.failure_ratio >= policy.dead_stub_failure_ratio:
+            failed = f"{fe.failures:.0f} of {fe.requests:.0f} requests"
+            return f"fails {failed} in the last {fe.window_s:g}s while READY", (fe,)
+    last = probes[-1] if probes else None
+    if last is not None and last.status == "error" and all(m in last.detail for m in _DEAD_STUB_MARKERS):
+        return f"answers the golden probe with {last.detail!r}", (last,)
+    timeouts = _trailing_timeouts(probes)
+    if not timeouts:
+        return "", ()
+    if fe is not None and _failing(fe, policy):
+        failed = f"{fe.failures:.0f} of {fe.requests:.0f} requests failed"
+        return f"timed out on {len(timeouts)} golden probe(s) with {failed}", (*timeouts, fe)
+    if len(timeouts) >= policy.probe_timeout_limit:
+        return f"timed out on {len(timeouts)} golden probes in a row", tuple(timeouts)
+    return "", ()
 
 
 def _probe_mismatch(inputs: DecisionInputs, policy: Policy) -> _Verdict | None:
@@ -266,7 +285,7 @@ def _detections(inputs: DecisionInputs, policy: Policy) -> _Verdict | None:
 
 
 def _probe_timeout(inputs: DecisionInputs, policy: Policy) -> _Verdict | None:
-    timeouts = _trailing_timeouts(_recent_probes(inputs, policy, inputs.served_version))
+    timeouts = _trailing_timeouts(_probes_since_reload(inputs, policy))
     if not timeouts:
         return None
     return _Verdict(
@@ -383,6 +402,18 @@ def _recent_probes(inputs: DecisionInputs, policy: Policy, version: str | None) 
     return sorted(probes, key=lambda p: p.ts)
 
 
+def _failing(fe: FailureEvidence, policy: Policy) -> bool:
+    """Enough failures to back a probe timeout (a stray failure is not enough)."""
+    return fe.failures >= policy.dead_stub_min_requests and fe.failure_ratio >= policy.probe_timeout_failure_ratio
+
+
+def _probes_since_reload(inputs: DecisionInputs, policy: Policy) -> list[ProbeResult]:
+    """Probes of the served version that describe its current stub (none from before our reload)."""
+    reload = _last_action(inputs, "reload", inputs.served_version)
+    probes = _recent_probes(inputs, policy, inputs.served_version)
+    return [p for p in probes if reload is None or p.ts >= reload.ts]
+
+
 def _trailing_timeouts(probes: Sequence[ProbeResult]) -> list[ProbeResult]:
     out: list[ProbeResult] = []
     for p in reversed(probes):
@@ -416,7 +447,7 @@ def _data_fresh(inputs: DecisionInputs, policy: Policy) -> bool:
 def _describe(detections: Sequence[Detection]) -> str:
     parts = []
     for d in detections[:4]:
-        change = f"{d.baseline_mean:.4g} -> {d.recent_mean:.4g}" if d.baseline_mean == d.baseline_mean else d.direction
+        change = d.direction if math.isnan(d.baseline_mean) else f"{d.baseline_mean:.4g} -> {d.recent_mean:.4g}"
         parts.append(f"{d.signal} of {d.model} v{d.version} went {d.direction} ({change})")
     more = f" and {len(detections) - 4} more" if len(detections) > 4 else ""
     return ", ".join(parts) + more

@@ -56,6 +56,8 @@ class ModelRuntime:
     frozen: bool = False
     operator_mark: str | None = None
     decision: Decision | None = None
+    acked: tuple | None = None  # (phase, reason, actor) an operator acknowledged
+    rolled_back_from: dict = field(default_factory=dict)  # version -> why it was rolled back
     last_probe_at: float = float("-inf")
     last_fed_ts: float = float("-inf")
     # detector sample index -> timestamp, to turn a change point's index into a time
@@ -293,9 +295,11 @@ class Poller:
             self._record(Event(now, rt.name, rt.served, "decision", phase=decision.phase,
                                action=decision.action, reason=decision.reason,
                                evidence=_evidence_dict(decision)))
+        if decision.phase == "healthy":
+            rt.acked = None
         if decision.action in ("rollback", "reload"):
             self._act(rt, decision)
-        elif decision.action == "alert":
+        elif decision.action == "alert" and not (rt.acked and rt.acked[0] == decision.phase):
             self._alert(rt, decision)
         return decision
 
@@ -306,13 +310,18 @@ class Poller:
         reload = decision.action == "reload"
         outcome = self.repo.load(rt.name, target, reload=reload)
         now = self.clock()
-        rt.actions.append(ActionRecord(now, decision.action, rt.name, target))
+        if decision.action in ("rollback", "reload"):  # what the rate limits count
+            rt.actions.append(ActionRecord(now, decision.action, rt.name, target))
         probe = None
         if outcome.ok:
             probe = self.prober.probe(rt.name, target)
             rt.probes.append(probe)
-            # Fresh baselines: the bad period must not become the reference for what comes next.
-            self._reset_detectors(rt)
+            if decision.action in ("rollback", "reload"):
+                # Fresh baselines: the bad period must not become the reference for what comes
+                # next. A promote keeps them, so the promoted version is judged against the old.
+                self._reset_detectors(rt)
+            if decision.action == "rollback" and decision.served_version not in (None, target):
+                rt.rolled_back_from[decision.served_version] = decision.reason
             if target != rt.served:
                 rt.served, rt.activated_at = target, now
         status = "ok" if outcome.ok and probe is not None and probe.status == "ok" else "failed"
@@ -350,6 +359,14 @@ class Poller:
         except Exception:  # the event log must never stop the loop; say so loudly instead
             log.exception("could not record event %s", event.kind)
 
+    def repository_versions(self, model: str) -> list[str]:
+        """Versions published on disk, loaded or not (Triton's index lists only those it tried)."""
+        model_dir = self.repo.repository / model
+        if not model_dir.is_dir():
+            return []
+        return sorted((p.name for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()),
+                      key=int)
+
     # ------------------------------------------------------------------ operator actions
 
     def operator_load(self, model: str, version: str, actor: str, why: str,
@@ -357,10 +374,10 @@ class Poller:
         """Rollback/promote asked for by an operator (already authorised by the web layer)."""
         with self.lock:
             rt = self.runtime(model)
-            decision = Decision(model, rt.served, self.clock(), "healthy", kind,
+            phase = rt.decision.phase if rt.decision else "healthy"
+            decision = Decision(model, rt.served, self.clock(), phase, kind,
                                 f"operator {actor}: {why}", target_version=version)
-            outcome = self._act(rt, replace(decision, action="rollback"), actor=actor)
-            return outcome
+            return self._act(rt, decision, actor=actor)
 
     # ------------------------------------------------------------------ loop
 

@@ -13,6 +13,7 @@ from werkzeug.serving import make_server
 from monitor.act import RepositoryClient
 from monitor.alert import Alerter
 from monitor.poller import Poller, default_detector_configs
+from monitor.prometheus_source import PrometheusSource
 from monitor.probe import GoldenProber
 from monitor.record import EventLog
 from monitor.scrape import Scraper
@@ -20,6 +21,8 @@ from monitor.store import SeriesStore
 from monitor.web import create_app
 
 log = logging.getLogger("sentinel.monitor")
+# One line per page load on the terminal of `sentinel monitor` is noise; errors still show.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 def restore_state(events: EventLog) -> tuple[dict[str, str], dict[str, str], set[str]]:
@@ -41,6 +44,14 @@ def restore_state(events: EventLog) -> tuple[dict[str, str], dict[str, str], set
     return known, pinned, frozen
 
 
+def metrics_source(c) -> Scraper | PrometheusSource:
+    """Triton's /metrics directly, or (fleet scale, issue 8) a Prometheus server that scrapes it."""
+    if c.prometheus_url:
+        return PrometheusSource(c.prometheus_url, c.prometheus_selector or "",
+                                timeout=c.scrape_timeout_s)
+    return Scraper(c.metrics_url, timeout=c.scrape_timeout_s)
+
+
 @dataclass
 class Sidecar:
     config: object  # monitor.config.MonitorConfig
@@ -52,7 +63,7 @@ class Sidecar:
         self.alerter = Alerter(c.webhook_url, dedupe_s=c.alert_dedupe_s, timeout_s=2.0,
                                max_retries=2)
         self.poller = Poller(
-            scraper=Scraper(c.metrics_url, timeout=c.scrape_timeout_s),
+            scraper=metrics_source(c),
             repo=RepositoryClient(c.triton_url, Path(c.repository), admin_key=c.admin_key,
                                   timeout_s=c.load_timeout_s),
             prober=GoldenProber(c.triton_url, Path(c.repository), timeout_s=c.probe_timeout_s),
@@ -63,7 +74,7 @@ class Sidecar:
             probe_interval_s=c.probe_interval_s, interval_s=c.interval_s, registry=self.registry)
         self.poller.restore(*restore_state(self.events))
         self.app = create_app(self.poller, self.events, token=c.token,
-                              config_public=c.public_dict())
+                              config_public=c.public_dict(), repository=Path(c.repository))
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server = None

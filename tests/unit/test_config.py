@@ -162,12 +162,13 @@ def test_public_dict_is_plain_json():
 def test_every_field_can_be_set():
     """A field added to MonitorConfig or Policy without a validation rule would be unreachable."""
     defaults = MonitorConfig()
+    samples = {"prometheus_selector": 'namespace="ml"'}  # optional settings with their own syntax
     for f in dataclasses.fields(MonitorConfig):
         if f.name in ("policy", "detectors"):
             continue
         value = getattr(defaults, f.name)
         if value is None:
-            value = "http://example.test/x" if f.name.endswith("url") else "x"
+            value = samples.get(f.name, "http://example.test/x" if f.name.endswith("url") else "x")
         load_config(env={}, overrides={f.name: str(value) if f.name == "repository" else value})
     for f in dataclasses.fields(Policy):
         if f.name != "bad_directions":

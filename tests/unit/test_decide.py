@@ -104,13 +104,35 @@ CASES = [
     ("dead stub: all requests fail while READY", {"failure_evidence": dead()}, {}, "degraded", "reload", "2", "reloading the same version"),
     ("dead stub without known good still reloads", {"failure_evidence": dead(), "last_known_good": None}, {}, "degraded", "reload", "2", ""),
     (
-        "dead stub right after our reload: cooldown",
+        "dead stub right after our reload: wait for fresh data",
         {"failure_evidence": dead(), "actions": (ActionRecord(990.0, "reload", "ranker", "2"),)},
+        {}, "inconclusive", "none", None, "waiting for a full 30s",
+    ),
+    (
+        "probe timeouts right after our reload: cooldown",
+        {"probes": (probe("timeout", 993.0), probe("timeout", 996.0)), "actions": (ActionRecord(990.0, "reload", "ranker", "2"),)},
         {}, "degraded", "none", None, "cooldown",
     ),
     (
         "still dead after a reload: the version is bad",
         {"failure_evidence": dead(), "actions": (ActionRecord(940.0, "reload", "ranker", "2"),)},
+        {}, "degraded", "rollback", "1", "still after a reload",
+    ),
+    (
+        "failure window still covering our reload: wait",
+        {"failure_evidence": dead(), "actions": (ActionRecord(975.0, "reload", "ranker", "2"),)},
+        {}, "inconclusive", "none", None, "reloaded 25s ago",
+    ),
+    (
+        "probe before our reload is no evidence",
+        {"probes": (probe("timeout", 960.0), probe("timeout", 965.0)),
+         "actions": (ActionRecord(970.0, "reload", "ranker", "2"),)},
+        {}, "healthy", "none", None, "",
+    ),
+    (
+        "dead-stub probe after our reload: escalate",
+        {"probes": (ProbeResult("ranker", "2", 990.0, "error", "Stub process 'ranker_0_0' is not healthy."),),
+         "actions": (ActionRecord(960.0, "reload", "ranker", "2"),)},
         {}, "degraded", "rollback", "1", "still after a reload",
     ),
     (
@@ -128,6 +150,12 @@ CASES = [
         {"probes": (probe("timeout", 980.0), probe("timeout", 990.0)), "scrape_outcomes": OK_SCRAPES + (ERR,)},
         {}, "degraded", "reload", "2", "golden probe",
     ),
+    (
+        "probe answered by a dead stub",
+        {"probes": (ProbeResult("ranker", "2", 990.0, "error", "HTTP 500: Stub process 'ranker_0_0' is not healthy."),)},
+        {}, "degraded", "reload", "2", "not healthy",
+    ),
+    ("other probe errors are not stub evidence", {"probes": (probe("error"),)}, {}, "healthy", "none", None, ""),
     ("too little traffic to call a stub dead", {"failure_evidence": dead(3.0, 3.0)}, {}, "healthy", "none", None, ""),
     (
         "probe timeout with failures",

@@ -1,0 +1,160 @@
+"""JSON API (documented in monitor/openapi.py). Errors are JSON with a message and a 4xx."""
+from __future__ import annotations
+
+import hmac
+import math
+
+from flask import Blueprint, abort, current_app, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from monitor import views
+from monitor.openapi import openapi_document
+from monitor.operator import OperatorError, perform
+from monitor.records import Event
+from monitor.web import clean
+
+api = Blueprint("api", __name__)
+
+
+def poller():
+    return current_app.extensions["sentinel"]["poller"]
+
+
+def event_log():
+    return current_app.extensions["sentinel"]["events"]
+
+
+@api.get("/healthz")
+def healthz():
+    scrape = poller().last_scrape
+    return jsonify(ok=True, last_scrape=None if scrape is None else
+                   {"ts": scrape.ts, "phase": scrape.phase, "error": scrape.error})
+
+
+@api.get("/metrics")
+def metrics():
+    return generate_latest(poller().metrics.registry), 200, {"Content-Type": CONTENT_TYPE_LATEST}
+
+
+@api.get("/api/openapi.json")
+def openapi():
+    return jsonify(openapi_document())
+
+
+@api.get("/api/models")
+def models():
+    p = poller()
+    with p.lock:
+        return jsonify(models=clean([views.model_summary(rt) for rt in p.models.values()]))
+
+
+def _runtime(model: str):
+    rt = poller().models.get(model)
+    if rt is None:
+        abort(404, description=f"unknown model {model!r}")
+    return rt
+
+
+@api.get("/api/models/<model>")
+def model(model: str):
+    p = poller()
+    with p.lock:
+        return jsonify(clean(views.model_summary(_runtime(model))))
+
+
+@api.get("/api/models/<model>/versions")
+def versions(model: str):
+    p = poller()
+    with p.lock:
+        rt = _runtime(model)
+        rows = views.versions_table(current_app.config["SENTINEL_REPOSITORY"], rt,
+                                   poller().repository_versions(model))
+    return jsonify(model=model, versions=clean(rows))
+
+
+def float_arg(name: str) -> float | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        abort(400, description=f"query parameter {name!r} must be a number, got {raw!r}")
+    if not math.isfinite(value):
+        abort(400, description=f"query parameter {name!r} must be finite")
+    return value
+
+
+@api.get("/api/models/<model>/series")
+def series(model: str):
+    p = poller()
+    version = request.args.get("version")
+    since = float_arg("since")
+    with p.lock:
+        _runtime(model)
+        known = [v for (m, v) in p.store.versions() if m == model]
+    if version is not None and version not in known:
+        abort(404, description=f"no series for {model} version {version!r}; have {known}")
+    out = {v: clean(p.store.signals(model, v, since=since).to_dict(as_series=False))
+           for v in ([version] if version else known)}
+    return jsonify(model=model, series=out)
+
+
+def limit_arg() -> int:
+    raw = request.args.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        abort(400, description="limit must be an integer in 1..10000")
+    return int(raw)
+
+
+@api.get("/api/events")
+def events():
+    rows = event_log().list(model=request.args.get("model") or None,
+                            kind=request.args.get("kind") or None, since=float_arg("since"),
+                            until=float_arg("until"), limit=limit_arg())
+    return jsonify(events=[clean(event_dict(e)) for e in rows])
+
+
+def event_dict(e: Event) -> dict:
+    return {"id": e.id, "ts": e.ts, "model": e.model, "version": e.version, "kind": e.kind,
+            "phase": e.phase, "action": e.action, "reason": e.reason, "evidence": dict(e.evidence),
+            "actor": e.actor, "outcome": e.outcome}
+
+
+# ---------------------------------------------------------------------- control (token)
+
+
+def check_token(given: str | None) -> None:
+    token = current_app.config.get("SENTINEL_TOKEN")
+    if not token:
+        abort(403, description="control actions are disabled: start the sidecar with a token "
+                               "(--token or SENTINEL_TOKEN)")
+    if not given or not hmac.compare_digest(given.encode(), token.encode()):
+        abort(401, description="missing or wrong token (X-Sentinel-Token header)")
+
+
+def _body() -> dict:
+    if not request.data:
+        return {}
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        abort(400, description="body must be a JSON object")
+    return data
+
+
+@api.post("/api/models/<model>/<any(rollback, promote, pin, unpin, ack, mark_good):action>")
+def control(model: str, action: str):
+    check_token(request.headers.get("X-Sentinel-Token"))
+    body = _body()
+    version = body.get("version")
+    reason = body.get("reason", "")
+    if not isinstance(reason, str):
+        abort(400, description="'reason' must be a string")
+    actor = request.headers.get("X-Sentinel-Actor", "api")
+    try:
+        result = perform(poller(), event_log(), model, action, version=version, actor=actor,
+                         reason=reason)
+    except OperatorError as exc:
+        return jsonify(error=exc.message), exc.status
+    return jsonify(ok=True, model=result.model, action=result.action, version=result.version,
+                   detail=result.detail, seconds=result.seconds)

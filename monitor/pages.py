@@ -1,0 +1,138 @@
+"""Server-rendered pages: overview, model detail, events, configuration. They read state only;
+the one form posts an operator action through monitor.operator after CSRF and token checks."""
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import secrets
+import time
+
+from flask import (Blueprint, abort, current_app, flash, get_flashed_messages, redirect,
+                   render_template, request, session, url_for)
+
+from monitor import views
+from monitor.operator import ACTIONS, OperatorError, perform
+
+pages = Blueprint("pages", __name__, template_folder="templates")
+EVENT_KINDS = ("activation", "detection", "decision", "action", "probe", "load_failure",
+               "known_good", "operator", "index_error")
+
+
+def _state():
+    ext = current_app.extensions["sentinel"]
+    return ext["poller"], ext["events"]
+
+
+def _csrf() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(24)
+    return session["csrf"]
+
+
+@pages.app_template_filter("clock")
+def _clock(ts) -> str:
+    if ts is None:
+        return "—"
+    return dt.datetime.fromtimestamp(float(ts), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@pages.app_template_filter("ago")
+def _ago(ts) -> str:
+    if ts is None:
+        return "—"
+    s = max(0, int(time.time() - float(ts)))
+    return f"{s}s ago" if s < 120 else f"{s // 60} min ago" if s < 7200 else f"{s // 3600} h ago"
+
+
+def _common() -> dict:
+    refresh = request.args.get("refresh", "5")
+    return {"refresh": int(refresh) if refresh.isdigit() else 5,
+            "actions_enabled": bool(current_app.config.get("SENTINEL_TOKEN")),
+            "messages": get_flashed_messages(with_categories=True)}
+
+
+@pages.get("/")
+def overview():
+    poller, events = _state()
+    with poller.lock:
+        rows = []
+        for rt in poller.models.values():
+            row = views.model_summary(rt)
+            row.update(views.overview_spark(poller.store, rt.name, rt.served))
+            row["events"] = events.list(model=rt.name, limit=3)
+            rows.append(row)
+        scrape = poller.last_scrape
+    return render_template("overview.html", models=rows, scrape=scrape, **_common())
+
+
+@pages.get("/models/<model>")
+def model(model: str):
+    poller, events = _state()
+    window = request.args.get("window", "900")
+    if not window.isdigit() or not 60 <= int(window) <= 86_400:
+        abort(400, description="window must be seconds in 60..86400")
+    since = time.time() - int(window)
+    with poller.lock:
+        rt = poller.models.get(model)
+        if rt is None:
+            abort(404, description=f"unknown model {model!r}")
+        summary = views.model_summary(rt)
+        history = events.list(model=model, since=since, limit=2000)
+        charts = views.charts(poller.store, model, history, since=since)
+        versions = views.versions_table(current_app.config["SENTINEL_REPOSITORY"], rt,
+                                       poller.repository_versions(model))
+    timeline = [e for e in history if e.kind in ("activation", "detection", "action",
+                                                 "load_failure", "operator", "known_good")][:30]
+    return render_template("model.html", m=summary, charts=charts, versions=versions,
+                           timeline=timeline, csrf=_csrf(), actions=ACTIONS, window=int(window),
+                           **_common())
+
+
+@pages.post("/models/<model>/action")
+def action(model: str):
+    poller, events = _state()
+    form = request.form
+    if not hmac.compare_digest(form.get("csrf", ""), session.get("csrf", "")) or not form.get("csrf"):
+        abort(400, description="the form expired or did not come from this page (CSRF check); "
+                               "reload the page and try again")
+    token = current_app.config.get("SENTINEL_TOKEN")
+    if not token:
+        abort(403, description="control actions are disabled: start the sidecar with a token")
+    if not hmac.compare_digest(form.get("token", "").encode(), token.encode()):
+        flash("wrong operator token: nothing was done", "error")
+        return redirect(url_for("pages.model", model=model, refresh=0), code=303)
+    try:
+        result = perform(poller, events, model, form.get("action", ""),
+                         version=form.get("version") or None,
+                         actor=form.get("actor") or "operator (page)", reason=form.get("reason", ""))
+        flash(result.detail, "ok")
+    except OperatorError as exc:
+        flash(f"refused: {exc.message}", "error")
+    return redirect(url_for("pages.model", model=model), code=303)
+
+
+@pages.get("/events")
+def event_list():
+    poller, events = _state()
+    model = request.args.get("model") or None
+    kind = request.args.get("kind") or None
+    minutes = request.args.get("minutes", "")
+    since = None
+    if minutes:
+        if not minutes.isdigit():
+            abort(400, description="minutes must be a whole number")
+        since = time.time() - 60 * int(minutes)
+    rows = events.list(model=model, kind=kind, since=since, limit=500)
+    with poller.lock:
+        models = sorted(poller.models)
+    return render_template("events.html", events=rows, models=models, kinds=EVENT_KINDS,
+                           f_model=model or "", f_kind=kind or "", f_minutes=minutes, **_common())
+
+
+@pages.get("/config")
+def config():
+    poller, _ = _state()
+    detectors = {name: {k: getattr(c, k) for k in c.__dataclass_fields__}
+                 for name, c in poller.detector_configs.items()}
+    return render_template("config.html", config=current_app.config["SENTINEL_CONFIG"],
+                           detectors=detectors, **_common())

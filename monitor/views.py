@@ -1,0 +1,118 @@
+"""What the pages show, computed from the poller's state, the store and the event log. Plain data
+(dicts of numbers and strings) so templates stay free of logic and this stays testable."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from monitor.charts import Line, Marker, line_chart, sparkline
+from monitor.records import VersionState
+
+CHARTS = (  # (title, unit, signals, scale)
+    ("Request rate", "req/s", ("request_rate",), 1.0),
+    ("Error rate", "% of requests", ("error_rate",), 100.0),
+    ("Latency", "ms per request", ("latency_ms",), 1.0),
+    ("Queue vs compute", "ms per request", ("queue_ms", "compute_infer_ms"), 1.0),
+    ("Output scores", "mean and std", ("score_mean", "score_std"), 1.0),
+    ("NaN/Inf outputs", "% of scores", ("nan_rate",), 100.0),
+)
+MARKER_KINDS = {"detection": "change", "activation": "activation", "load_failure": "load_failure"}
+
+
+def model_summary(rt) -> dict:
+    d = rt.decision
+    return {
+        "model": rt.name, "served_version": rt.served, "activated_at": rt.activated_at,
+        "phase": d.phase if d else None, "reason": d.reason if d else None,
+        "action": d.action if d else None, "known_good": rt.known.known_good,
+        "pinned": rt.pinned, "frozen": rt.frozen,
+        "acked": {"phase": rt.acked[0], "actor": rt.acked[2]} if rt.acked else None,
+        "versions": [{"version": s.version, "state": s.state, "reason": s.reason}
+                     for s in rt.states],
+    }
+
+
+def markers(events) -> list[Marker]:
+    out = []
+    for e in events:
+        if e.kind == "detection":
+            ev = dict(e.evidence)
+            arrow = "↑" if ev.get("direction") == "up" else "↓"
+            out.append(Marker(float(ev.get("changed_at", e.ts)),
+                              f"change: {ev.get('signal', '?')} {arrow} (v{e.version})", "change"))
+        elif e.kind == "activation":
+            out.append(Marker(e.ts, f"v{e.version} activated", "activation"))
+        elif e.kind == "action" and e.action in ("rollback", "reload", "promote"):
+            kind = "rollback" if e.action != "reload" else "reload"
+            out.append(Marker(e.ts, f"{e.action} → v{e.version} ({e.outcome})", kind))
+        elif e.kind == "load_failure":
+            out.append(Marker(e.ts, f"v{e.version} failed to load", "load_failure"))
+    return out
+
+
+def charts(store, model: str, events, since: float | None = None) -> list[str]:
+    versions = sorted((v for m, v in store.versions() if m == model), key=_vkey)
+    frames = {v: store.signals(model, v, since=since) for v in versions}
+    marks = [m for m in markers(events) if since is None or m.ts >= since]
+    out = []
+    for title, unit, signals, scale in CHARTS:
+        lines = []
+        for v, frame in frames.items():
+            if frame.height == 0:
+                continue
+            ts = frame["ts"].to_list()
+            for sig in signals:
+                vals = [None if x is None or not math.isfinite(x) else x * scale
+                        for x in frame[sig].to_list()]
+                label = f"v{v}" if len(signals) == 1 else f"v{v} {sig.split('_')[0]}"
+                if sig == "score_std":
+                    label = f"v{v} std"
+                lines.append(Line(label, ts, vals))
+        out.append(line_chart(lines, title=title, unit=unit, markers=marks))
+    return out
+
+
+def overview_spark(store, model: str, served: str | None) -> dict:
+    if served is None:
+        return {"traffic": "", "errors": ""}
+    frame = store.signals(model, served)
+    tail = frame.tail(120)
+    return {"traffic": sparkline(tail["request_rate"].to_list()) if tail.height else "",
+            "errors": sparkline(tail["error_rate"].to_list(), colour="#dc2626") if tail.height else ""}
+
+
+def versions_table(repository: Path | None, rt, published: list[str] = ()) -> list[dict]:
+    states = {s.version: s for s in rt.states}
+    for v in published:  # published on disk but never loaded: Triton's index does not list them
+        states.setdefault(v, VersionState(v, "NOT LOADED"))
+    rows = []
+    for v in sorted(states, key=_vkey, reverse=True):
+        manifest = _manifest(repository, rt.name, v)
+        metrics = manifest.get("metrics", {}) or {}
+        parity = (manifest.get("parity", {}) or {}).get("max_abs_diff", {})
+        probe = next((p for p in reversed(rt.probes) if p.version == v), None)
+        rows.append({
+            "version": v, "state": states[v].state,
+            "reason": "" if states[v].reason in ("", "unloaded") else states[v].reason[:300],
+            "created": manifest.get("created", ""),
+            "metrics": {k: metrics[k] for k in ("auc", "baseline_auc", "log_loss") if k in metrics},
+            "parity": max(parity.values()) if parity else None,
+            "fault": (manifest.get("fault") or {}).get("kind"),
+            "served": v == rt.served, "known_good": v == rt.known.known_good,
+            "pinned": v == rt.pinned, "probe": probe.status if probe else None,
+        })
+    return rows
+
+
+def _manifest(repository: Path | None, model: str, version: str) -> dict:
+    if repository is None:
+        return {}
+    try:
+        return json.loads((Path(repository) / model / version / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _vkey(v: str):
+    return (0, int(v)) if v.isdigit() else (1, v)

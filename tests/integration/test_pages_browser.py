@@ -1,0 +1,140 @@
+"""The sidecar's pages in real headless Chromium against a sidecar watching a real Triton: the
+charts have data, a change point and a rollback appear after a fault, and the action form works
+with the token and is refused without. Screenshots are kept under the test's temp dir."""
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from monitor.sidecar import Sidecar
+from tests.integration.monitor_harness import TOKEN, build_repository, sidecar_config, start_harness
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is not installed: run `make setup` (it installs it)")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        # The flags keep Chromium off the network it cannot reach here (and never needs).
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def faulted(tmp_path_factory, trained_ranker):
+    """A harness where version 2 (errors) was activated and rolled back."""
+    work = tmp_path_factory.mktemp("pages")
+    repo = build_repository(work / "repo", trained_ranker)
+    h = start_harness(repo, work)
+    try:
+        h.wait_warm()
+        assert h.repo_client.load("ranker", "2").ok
+        assert h.wait(lambda: [e for e in h.events(0, kind="action") if e.action == "rollback"],
+                      timeout=40) is not None, "no rollback happened"
+        time.sleep(3)
+        yield h, work
+    finally:
+        h.load.stop()
+        h.sidecar.stop()
+        h.triton.stop()
+
+
+def shot(page, work: Path, name: str) -> Path:
+    path = work / "screenshots" / f"{name}.png"
+    path.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_model_page_shows_the_change_the_decision_and_the_served_version(browser, faulted):
+    h, work = faulted
+    page = browser.new_page(viewport={"width": 1500, "height": 1200})
+    page.goto(f"{h.sidecar.url}/models/ranker?window=300&refresh=0")
+    assert page.locator("#phase").inner_text() in ("healthy", "inconclusive")
+    assert "version 1" in page.locator("#served").inner_text()
+    charts = page.locator("#charts svg.chart")
+    assert charts.count() == 6
+    assert page.locator("#charts svg.chart polyline").count() >= 6, "charts have no data"
+    assert page.locator("#charts .marker-change text").first.text_content().startswith("change: error_rate")
+    assert "rollback → v1 (ok)" in page.locator("#charts .marker-rollback text").first.text_content()
+    timeline = page.locator("#timeline").inner_text()
+    assert "rollback" in timeline and "error_rate" in timeline
+    versions = page.locator("#versions").inner_text()
+    assert "known good" in versions and "errors" in versions
+    path = shot(page, work, "model")
+    assert path.stat().st_size > 20_000
+    print(f"screenshots in {path.parent}")
+
+
+def test_overview_events_and_config_pages(browser, faulted):
+    h, work = faulted
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{h.sidecar.url}/")
+    row = page.locator("#models tr", has_text="ranker")
+    assert "v1" in row.inner_text()
+    assert row.locator("svg.spark polyline").count() == 2  # traffic and errors
+    shot(page, work, "overview")
+    page.goto(f"{h.sidecar.url}/events?kind=action&refresh=0")
+    rows = page.locator("#events tr.ev-action")
+    assert rows.count() >= 1 and "rollback" in rows.first.inner_text()
+    page.locator("#events details summary").first.click()
+    assert "from_version" in page.locator("#events details pre").first.inner_text()
+    shot(page, work, "events")
+    page.goto(f"{h.sidecar.url}/config")
+    text = page.locator("#config").inner_text()
+    assert "interval_s" in text and TOKEN not in text and "itest-admin" not in text
+    assert page.locator("#detectors tr").count() == 6
+    shot(page, work, "config")
+
+
+def test_action_form_is_refused_without_the_token_and_works_with_it(browser, faulted):
+    h, work = faulted
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    url = f"{h.sidecar.url}/models/ranker?refresh=0"
+    page.goto(url)
+    page.select_option("#action-form select[name=action]", "promote")
+    page.fill("#action-form input[name=version]", "7")
+    page.fill("#action-form input[name=token]", "not-the-token")
+    page.click("#action-form button")
+    assert "wrong operator token" in page.locator(".msg-error").inner_text()
+    assert h.served() == "1"
+    page.goto(url)
+    page.select_option("#action-form select[name=action]", "rollback")
+    page.fill("#action-form input[name=version]", "2")
+    page.fill("#action-form input[name=token]", TOKEN)
+    page.click("#action-form button")
+    flashed = page.locator("main > div[class^=msg]").all_inner_texts()
+    assert any("refused: version 2 was rolled back" in m for m in flashed), flashed
+    page.goto(url)
+    page.select_option("#action-form select[name=action]", "promote")
+    page.fill("#action-form input[name=version]", "7")
+    page.fill("#action-form input[name=actor]", "alice")
+    page.fill("#action-form input[name=token]", TOKEN)
+    page.click("#action-form button")
+    flashed = page.locator("main > div[class^=msg]").all_inner_texts()
+    assert any("version 7 now serves" in m for m in flashed), flashed
+    assert h.served() == "7"
+    shot(page, work, "action")
+    ops = [e for e in h.events(0, kind="action") if e.action == "promote"]
+    assert ops and ops[0].actor == "alice" and ops[0].outcome == "ok"
+
+
+def test_without_a_token_the_page_says_actions_are_disabled(browser, faulted, tmp_path):
+    h, _ = faulted
+    config = sidecar_config(h.triton.options, tmp_path / "ev.sqlite3", token=None)
+    with Sidecar(config) as plain:
+        deadline = time.monotonic() + 10
+        while "ranker" not in plain.poller.models and time.monotonic() < deadline:
+            time.sleep(0.2)
+        page = browser.new_page()
+        page.goto(f"{plain.url}/models/ranker?refresh=0")
+        assert "Actions are disabled" in page.locator("#actions-disabled").inner_text()
+        assert page.locator("#action-form").count() == 0

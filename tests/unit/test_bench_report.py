@@ -1,0 +1,57 @@
+from sentinel.bench.records import Machine, ServeCell, ServeReport
+from sentinel.bench.report import headline_markdown, ratio, serve_markdown, write_section
+
+MACHINE = Machine(date="2026-01-01T00:00:00+00:00", host="h", cpu="cpu", cores=2, memory_gib=8.0,
+                  os="Debian", python="3.11.7", packages=(("onnxruntime", "1.32.0"),),
+                  load_before=(0.1, 0.2, 0.3))
+
+
+def cell(target, ips, candidates=256, concurrency=8):
+    return ServeCell(target=target, candidates=candidates, concurrency=concurrency, requests=100,
+                     errors=0, seconds=1.0, rps=ips / candidates, ips=ips, p50_ms=1.0, p99_ms=2.0,
+                     client_cpu_us=100.0)
+
+
+def report():
+    return ServeReport(machine=MACHINE, command="sentinel bench serve", duration_s=1.0, cells=(
+        cell("in-process", 1000.0), cell("sentinel", 600.0), cell("pytriton", 200.0),
+        cell("flask", 150.0)))
+
+
+def test_ratios_divide_inferences_per_second_of_the_same_point():
+    r = report()
+    assert ratio(r, "sentinel", "in-process", 256, 8) == 0.6
+    assert ratio(r, "sentinel", "flask", 256, 8) == 4.0
+    assert ratio(r, "sentinel", "flask", 256, 32) != ratio(r, "sentinel", "flask", 256, 32)  # nan
+
+
+def test_serve_markdown_holds_every_cell_the_ratios_and_the_machine():
+    md = serve_markdown(report())
+    assert "| (b) Sentinel on Triton | 256 | 8 | 600 |" in md
+    assert "| 256 | 8 | 0.60 | 3.00 | 4.00 |" in md
+    assert "2 cores" in md and "onnxruntime 1.32.0" in md and "sentinel bench serve" in md
+
+
+def test_headline_has_one_row_per_target():
+    md = headline_markdown(report())
+    assert md.count("\n| (") == 4 and "8 clients" in md
+
+
+def test_write_section_replaces_only_its_own_section(tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    write_section("serve", "first serve", doc)
+    write_section("swap", "the swaps", doc)
+    text = doc.read_text().replace("<!-- bench:swap:end -->", "<!-- bench:swap:end -->\n\nhand note")
+    doc.write_text(text)
+    write_section("serve", "second serve", doc)
+    text = doc.read_text()
+    assert "second serve" in text and "first serve" not in text
+    assert "the swaps" in text and "hand note" in text
+    assert text.count("<!-- bench:serve:start -->") == 1
+
+
+def test_write_section_appends_a_missing_section(tmp_path):
+    doc = tmp_path / "b.md"
+    doc.write_text("# Mine\n")
+    write_section("monitor", "cycle table", doc)
+    assert doc.read_text().startswith("# Mine") and "cycle table" in doc.read_text()

@@ -13,7 +13,8 @@ def _json(schema_ref: str, description: str = "OK") -> dict:
 
 
 def _model_param() -> dict:
-    return {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {"name": "model", "in": "path", "required": True, "schema": {"type": "string"},
+            "example": "ranker"}
 
 
 def _num(name: str, description: str) -> dict:

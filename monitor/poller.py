@@ -5,6 +5,7 @@ that the decision needs (served version, activation time, last known good, actio
 from __future__ import annotations
 
 import collections
+import copy
 import logging
 import threading
 import time
@@ -63,6 +64,9 @@ class ModelRuntime:
     # detector sample index -> timestamp, to turn a change point's index into a time
     index_ts: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))
     fed: int = 0
+    # Detector state from just before the latest activation, kept so that a rollback to the
+    # previous version resumes with its warm baseline instead of a blind warm-up period.
+    snapshot: tuple | None = None
 
 
 class MonitorMetrics:
@@ -182,6 +186,8 @@ class Poller:
             served = max(ready, key=int) if ready else rt.served
             if served != rt.served:
                 previous = rt.served
+                if previous is not None:
+                    rt.snapshot = (previous, copy.deepcopy(rt.detectors), list(rt.index_ts), rt.fed)
                 rt.served, rt.activated_at = served, now
                 self._record(Event(now, model, served, "activation",
                                    reason=f"version {served} now serves (was {previous})",
@@ -226,9 +232,16 @@ class Poller:
                                       f"to {cp.recent_mean:.4g} (p={cp.p_value:.2g})",
                                evidence=_detection_dict(d)))
 
-    def _reset_detectors(self, rt: ModelRuntime) -> None:
-        rt.detectors = self._new_detectors()
+    def _reset_detectors(self, rt: ModelRuntime, resume: str | None = None) -> None:
         rt.detections.clear()
+        if resume is not None and rt.snapshot is not None and rt.snapshot[0] == resume:
+            _, detectors, index_ts, fed = rt.snapshot
+            rt.detectors, rt.fed = detectors, fed
+            rt.index_ts.clear()
+            rt.index_ts.extend(index_ts)
+            rt.snapshot = None
+            return
+        rt.detectors = self._new_detectors()
         rt.index_ts.clear()
         rt.fed = 0  # new detectors count their samples from 0 again
 
@@ -317,9 +330,10 @@ class Poller:
             probe = self.prober.probe(rt.name, target)
             rt.probes.append(probe)
             if decision.action in ("rollback", "reload"):
-                # Fresh baselines: the bad period must not become the reference for what comes
-                # next. A promote keeps them, so the promoted version is judged against the old.
-                self._reset_detectors(rt)
+                # The bad period must not become the reference for what comes next: resume the
+                # target's own pre-activation baseline if we have it, else start fresh. A promote
+                # keeps the detectors, so the promoted version is judged against the old one.
+                self._reset_detectors(rt, resume=target if decision.action == "rollback" else None)
             if decision.action == "rollback" and decision.served_version not in (None, target):
                 rt.rolled_back_from[decision.served_version] = decision.reason
             if target != rt.served:

@@ -1,0 +1,91 @@
+"""The demo's timeline, as a terminal table and as a markdown report with SVG charts."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from monitor import views
+from sentinel.demo.scenarios import ScenarioResult
+
+
+def _t(ts: float | None, origin: float) -> str:
+    return "—" if ts is None else f"+{ts - origin:5.1f}s"
+
+
+def _clock(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%H:%M:%S")
+
+
+def timeline_rows(r: ScenarioResult) -> list[tuple[str, str, str]]:
+    o = r.activated_at
+    rows = [(_t(o, o), _clock(o), f"v{r.version} activated ({r.scenario.story})")]
+    for e in r.events:
+        if e.kind == "detection":
+            ev = e.evidence
+            rows.append((_t(e.ts, o), _clock(e.ts),
+                         f"change detected on {ev.get('signal')}: {ev.get('baseline_mean'):.4g} → "
+                         f"{ev.get('recent_mean'):.4g} (effect {ev.get('effect'):+.4g}, "
+                         f"p={ev.get('p_value'):.2g})"))
+        elif e.kind == "probe":
+            rows.append((_t(e.ts, o), _clock(e.ts), f"golden probe of v{e.version}: {e.outcome} — "
+                                                     f"{e.reason[:90]}"))
+        elif e.kind == "decision" and e.action != "none":
+            rows.append((_t(e.ts, o), _clock(e.ts), f"decision: {e.phase} → {e.action} — "
+                                                     f"{e.reason[:160]}"))
+        elif e.kind == "action":
+            rows.append((_t(e.ts, o), _clock(e.ts),
+                         f"{e.action} to v{e.version}: {e.outcome} in "
+                         f"{e.evidence.get('seconds', 0):.2f}s (golden probe "
+                         f"{e.evidence.get('probe')})"))
+        elif e.kind == "load_failure":
+            rows.append((_t(e.ts, o), _clock(e.ts), e.reason))
+    return rows
+
+
+def summary_rows(r: ScenarioResult) -> list[tuple[str, str]]:
+    o = r.activated_at
+    det = r.detection
+    rows = [
+        ("scenario", f"{r.scenario.name}: {r.scenario.story}"),
+        ("expected", r.scenario.expect), ("outcome", r.outcome),
+        ("result", "PASS" if r.passed else "FAIL"),
+        ("v2 activated at", _clock(o)),
+        ("change detected", "—" if det is None else
+         f"{_t(det['at'], o)} on {det['signal']} (p={det['p_value']:.2g})"),
+        ("actions", ", ".join(f"{a[1]}→v{a[2]} {a[3]} {_t(a[0], o)}" for a in r.actions) or "none"),
+        ("time to recovery", "—" if r.recovered_at is None else f"{r.recovered_at - o:.1f}s"),
+        ("client requests", f"{r.served_ok} served, {r.failed} failed "
+                            f"({r.failed_after_recovery} after recovery)"),
+        ("now serving", f"v{r.final_version}"),
+    ]
+    return rows
+
+
+def terminal_table(rows: list[tuple], headers: tuple) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    widths[-1] = min(widths[-1], 110)
+    line = "  ".join("─" * w for w in widths)
+    out = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)), line]
+    for row in rows:
+        out.append("  ".join(str(x)[:w].ljust(w) for x, w in zip(row, widths)))
+    return "\n".join(out)
+
+
+def write_report(r: ScenarioResult, session, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    since = r.activated_at - 90
+    charts = views.charts(session.sidecar.poller.store, "ranker", r.events, since=since)
+    names = ("request_rate", "error_rate", "latency", "queue_compute", "scores", "nan")
+    for name, svg in zip(names, charts):
+        (out_dir / f"{name}.svg").write_text(svg)
+    lines = [f"# Sentinel demo: {r.scenario.name}", "",
+             f"{r.scenario.story}. Result: **{'PASS' if r.passed else 'FAIL'}** "
+             f"(expected {r.scenario.expect}, got {r.outcome}).", "",
+             "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in summary_rows(r)], "",
+             "## Timeline", "", "| t | UTC | event |", "|---|---|---|",
+             *[f"| {a} | {b} | {c.replace('|', '/')} |" for a, b, c in timeline_rows(r)], "",
+             "## Charts", ""]
+    lines += [f"![{n}]({n}.svg)" for n in names]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,82 @@
+"""The `sentinel demo` command: one scenario, start to finish, with a report."""
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from sentinel.demo.report import summary_rows, terminal_table, timeline_rows, write_report
+from sentinel.demo.scenarios import SCENARIOS, run_scenario
+from sentinel.demo.session import DemoSession, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class _Live:
+    """One self-rewriting status line on a terminal; a line every 10 s otherwise (logs, CI)."""
+
+    def __init__(self, stream=sys.stdout):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._last = 0.0
+
+    def __call__(self, line: str) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K  " + line)
+            self.stream.flush()
+        elif time.monotonic() - self._last >= 10:
+            self._last = time.monotonic()
+            print(f"  {line}", file=self.stream, flush=True)
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def run_demo(scenario_name: str = "errors", keep: bool = False, results: Path | None = None,
+             say=lambda m: print(m, flush=True)) -> int:
+    scenario = SCENARIOS[scenario_name]
+    started = time.monotonic()
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(results or ROOT / "results") / f"demo-{scenario.name}-{stamp}"
+    live = _Live()
+    say(f"▶ Sentinel demo — scenario '{scenario.name}': {scenario.story}")
+    session = DemoSession({"1": None, "2": scenario.fault}, workdir=out_dir / "work", say=lambda m: say(f"  {m}"))
+    try:
+        say("① building ranker v1 (good) and v2 (the new deploy)")
+        session.build()
+        say("② starting Triton, the sidecar and client traffic")
+        session.start()
+        say("③ serving v1 while the sidecar learns its baseline and marks it known good")
+        if wait_for(session.warm, 240, lambda: live(session.status_line())) is None:
+            live.done()
+            say("  v1 never became known good within 240 s; see the events in the report")
+            return 1
+        live.done()
+        say(f"  {session.status_line()}")
+        say(f"④ deploying v2 through Triton's repository API and watching (up to {scenario.limit_s:g}s)")
+        result = run_scenario(session, scenario, "2", live)
+        live.done()
+        say("")
+        say(terminal_table(timeline_rows(result), ("t", "UTC", "event")))
+        say("")
+        say(terminal_table(summary_rows(result), ("", "")))
+        report = write_report(result, session, out_dir)
+        say(f"\nreport: {report}\nevents: {session.workdir / 'events.sqlite3'} "
+            f"(`sentinel events --db ...`)\ntook {time.monotonic() - started:.0f}s")
+        if keep:
+            say(f"\n--keep: everything stays up. Pages: {session.sidecar.url}   Ctrl-C stops it.")
+            stop = threading.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
+            while not stop.wait(0.5):
+                pass
+        return 0 if result.passed else 1
+    finally:
+        live.done()
+        session.close()
+        say("stopped Triton, the sidecar and the clients")

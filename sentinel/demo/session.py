@@ -1,0 +1,155 @@
+"""A demo session: published versions, a real tritonserver, the real sidecar and a steady gRPC
+load of MovieLens users, on free loopback ports. Several scenarios can run in one session."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from monitor.act import RepositoryClient
+from monitor.config import load_config
+from monitor.sidecar import Sidecar
+from sentinel.load import LoadGenerator
+from sentinel.triton import TritonOptions, TritonServer, free_port
+
+ADMIN_KEY = "demo-admin-key"
+TOKEN = "demo-token"
+Say = Callable[[str], None]
+
+
+@dataclass
+class DemoSession:
+    """Owns every process and port it starts; close() leaves nothing behind."""
+    versions: dict[str, str | None]           # version -> fault (None = good)
+    workdir: Path | None = None
+    clients: int = 4
+    rate_per_client: float = 25.0
+    policy: dict = field(default_factory=dict)  # extra "policy.*" config overrides
+    say: Say = print
+
+    def __post_init__(self):
+        self._tmp = None
+        if self.workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="sentinel-demo-")
+            self.workdir = Path(self._tmp.name)
+        self.workdir = Path(self.workdir)
+        self.repo = self.workdir / "model_repository"
+        self.triton: TritonServer | None = None
+        self.sidecar: Sidecar | None = None
+        self.load: LoadGenerator | None = None
+        self.repo_client: RepositoryClient | None = None
+
+    # ------------------------------------------------------------------ set-up
+
+    def build(self, trained=None) -> None:
+        from build_scripts.pipeline import build_ranker
+        from build_scripts.train_ranker import train_ranker
+        if trained is None:
+            self.say("training the ranker (DCN-v2 on MovieLens-100k)")
+            trained = train_ranker(progress=lambda m: self.say(f"  {m}"))
+        for version, fault in self.versions.items():
+            published = build_ranker(self.repo, fault=fault, trained=trained)
+            assert str(published.version) == version, (published.version, version)
+            what = f"fault '{fault}'" if fault else "good"
+            self.say(f"published ranker v{version} ({what}): export → ONNX, parity with torch "
+                     f"{published.manifest['parity']['max_abs_diff']['score']:.1e}, "
+                     f"{len(published.manifest['golden'])} golden requests")
+
+    def start(self) -> "DemoSession":
+        opts = TritonOptions(self.repo, free_port(), free_port(), free_port(), admin_key=ADMIN_KEY,
+                             models=(), log_path=self.workdir / "triton.log")
+        self.triton = TritonServer(opts).start()
+        self.repo_client = RepositoryClient(opts.http_url, self.repo, admin_key=ADMIN_KEY)
+        first = next(iter(self.versions))
+        outcome = self.repo_client.load("ranker", first)
+        if not outcome.ok:
+            raise RuntimeError(f"could not load ranker v{first}: {outcome.detail}")
+        self.say(f"tritonserver up (HTTP {opts.http_port}, gRPC {opts.grpc_port}, metrics "
+                 f"{opts.metrics_port}); ranker v{first} loaded in {outcome.seconds:.1f}s")
+        overrides = {"triton_url": opts.http_url, "metrics_url": opts.metrics_url,
+                     "admin_key": ADMIN_KEY, "repository": str(self.repo), "port": 0,
+                     "db_path": str(self.workdir / "events.sqlite3"), "token": TOKEN,
+                     "interval_s": 1.0, "probe_interval_s": 2.0}
+        overrides.update({f"policy.{k}": v for k, v in self.policy.items()})
+        self.sidecar = Sidecar(load_config(None, env={}, overrides=overrides)).start()
+        self.say(f"sidecar up: {self.sidecar.url}")
+        self.load = LoadGenerator(opts.grpc_url, clients=self.clients,
+                                  rate_per_client=self.rate_per_client).start()
+        self.say(f"replaying MovieLens users: {self.clients} gRPC clients × "
+                 f"{self.rate_per_client:g} req/s, 64 candidates each")
+        return self
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def runtime(self):
+        return self.sidecar.poller.models.get("ranker")
+
+    def served(self) -> str | None:
+        rt = self.runtime
+        return rt.served if rt else None
+
+    def events(self, since: float, kind: str | None = None):
+        return self.sidecar.events.list(kind=kind, since=since, limit=2000)
+
+    def warm(self) -> bool:
+        rt = self.runtime
+        first = next(iter(self.versions))
+        return (rt is not None and rt.served == first and rt.known.known_good == first
+                and all(d.samples_seen >= d.config.warmup + 2 for d in rt.detectors.values()))
+
+    def status_line(self) -> str:
+        rt = self.runtime
+        now = time.time()
+        served = self.load.served(now - 5, now) / 5 if self.load else 0
+        failed = self.load.failures(now - 5, now) / 5 if self.load else 0
+        phase = rt.decision.phase if rt and rt.decision else "starting"
+        known = rt.known.known_good if rt else None
+        return (f"serving v{self.served()} · {served:5.0f} req/s ok · {failed:4.0f} req/s failed · "
+                f"phase {phase} · known good v{known}")
+
+    def kill_stubs(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-f", f"triton_python_backend_stub.*{self.triton.shm_prefix}"],
+                             capture_output=True, text=True)
+        pids = [int(p) for p in out.stdout.split()]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        return pids
+
+    # ------------------------------------------------------------------ tear-down
+
+    def close(self) -> None:
+        for part in (self.load, self.sidecar, self.triton):
+            if part is not None:
+                part.stop()
+        self.load = self.sidecar = self.triton = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> "DemoSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def wait_for(predicate, timeout_s: float, tick: Callable[[], None] | None = None,
+             step: float = 0.5) -> float | None:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if predicate():
+            return time.monotonic() - start
+        if tick:
+            tick()
+        time.sleep(step)
+    return None
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -10,7 +10,7 @@ setup: $(STAMP)
 
 $(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml scripts/install-system-deps.sh
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found; Sentinel needs CPython 3.11 (the Triton stub is built for it)"; exit 1; }
-# Debian packages the integration tests start (prometheus, promtool, alertmanager); only when one is missing
+# Debian packages the tests start (chromium, prometheus, promtool, alertmanager); only when one is missing
 	@scripts/install-system-deps.sh --check >/dev/null || scripts/install-system-deps.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests start or call by hand: a real Prometheus server (and its
+# Installs the Debian packages the tests start or call by hand: headless Chromium for the page
+# tests, a real Prometheus server (and its
 # promtool) and a real Alertmanager. Idempotent: installs only what is missing, says what it does,
 # and exits 0 without touching apt when everything is there.
 #
@@ -8,8 +9,8 @@
 set -euo pipefail
 
 # package -> a command it provides (what the tests look for)
-PACKAGES=(prometheus prometheus-alertmanager)
-declare -A PROVIDES=([prometheus]=promtool [prometheus-alertmanager]=prometheus-alertmanager)
+PACKAGES=(prometheus prometheus-alertmanager chromium)
+declare -A PROVIDES=([prometheus]=promtool [prometheus-alertmanager]=prometheus-alertmanager [chromium]=chromium)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

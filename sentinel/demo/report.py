@@ -6,6 +6,7 @@ from pathlib import Path
 
 from monitor import views
 from sentinel.demo.scenarios import ScenarioResult
+from sentinel.demo.screenshot import screenshot
 
 
 def _t(ts: float | None, origin: float) -> str:
@@ -86,6 +87,11 @@ def write_report(r: ScenarioResult, session, out_dir: Path) -> Path:
              *[f"| {a} | {b} | {c.replace('|', '/')} |" for a, b, c in timeline_rows(r)], "",
              "## Charts", ""]
     lines += [f"![{n}]({n}.svg)" for n in names]
+    shot = screenshot(f"{session.sidecar.url}/models/ranker?window=600&refresh=0",
+                      out_dir / "model-page.png")
+    lines += ["", "## The sidecar's model page", "",
+              "![model page](model-page.png)" if shot else
+              "(no screenshot: Chromium or Playwright is not installed; `make setup` installs both)"]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

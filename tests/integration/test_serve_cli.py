@@ -1,0 +1,48 @@
+"""`sentinel serve`: Triton and the sidecar together from one command, stopped together."""
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from sentinel.triton import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_serve_runs_triton_and_the_sidecar_and_stops_both(repo_copy, tmp_path):
+    ports = {k: str(free_port()) for k in ("http", "grpc", "metrics", "sidecar")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sentinel.cli", "serve", "--repository", str(repo_copy),
+         "--http-port", ports["http"], "--grpc-port", ports["grpc"],
+         "--metrics-port", ports["metrics"], "--port", ports["sidecar"], "--admin-key", "k",
+         "--db", str(tmp_path / "ev.sqlite3"), "--log", str(tmp_path / "triton.log")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            out.append(line)
+            if "Ctrl-C stops it" in line or not line:
+                break
+        assert "pages/API http://127.0.0.1:" + ports["sidecar"] in "".join(out), "".join(out)
+        models = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not models:
+            models = requests.get(f"http://127.0.0.1:{ports['sidecar']}/api/models", timeout=5).json()["models"]
+            time.sleep(0.5)
+        assert models and models[0]["model"] == "ranker" and models[0]["served_version"] == "2"
+        page = requests.get(f"http://127.0.0.1:{ports['sidecar']}/models/ranker", timeout=5)
+        assert page.status_code == 200 and "Serving <b>version 2</b>" in page.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    rest = proc.stdout.read()
+    assert code == 0, rest
+    assert "sidecar stopped." in rest and "Triton stopped." in rest
+    leftovers = subprocess.run(["pgrep", "-f", f"tritonserver.*{repo_copy}"], capture_output=True,
+                               text=True).stdout.split()
+    assert not leftovers, f"tritonserver still running: {leftovers}"

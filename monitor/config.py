@@ -44,7 +44,7 @@ class MonitorConfig:
     webhook_url: str | None = None  # Alertmanager /api/v2/alerts endpoint; None disables alerts
     alert_dedupe_s: float = 300.0
     token: str | None = field(default=None, repr=False)  # required by control endpoints
-    probe_interval_s: float = 30.0
+    probe_interval_s: float = 5.0  # 4 golden requests per probe: cheap, and catches garbage in seconds
     probe_timeout_s: float = 2.0
     load_timeout_s: float = 120.0
     policy: Policy = field(default_factory=Policy)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import Callable, Sequence
 
 from monitor.records import (
@@ -271,7 +272,7 @@ def _detections(inputs: DecisionInputs, policy: Policy) -> _Verdict | None:
         return _Verdict(
             "degraded",
             "rollback",
-            f"{_describe(after)}, after version {served} was activated at {inputs.activated_at:.0f}",
+            f"{_describe(after)}, after version {served} was activated at {_clock(inputs.activated_at)}",
             target=inputs.last_known_good,
             evidence=tuple(after),
         )
@@ -279,7 +280,7 @@ def _detections(inputs: DecisionInputs, policy: Policy) -> _Verdict | None:
         "degraded",
         "alert",
         f"{what}, but the change began before version {served} was activated at "
-        f"{inputs.activated_at:.0f}: not attributable",
+        f"{_clock(inputs.activated_at)}: not attributable",
         evidence=tuple(served_bad),
     )
 
@@ -442,6 +443,11 @@ def _data_fresh(inputs: DecisionInputs, policy: Policy) -> bool:
         and inputs.last_sample_at is not None
         and inputs.now - inputs.last_sample_at <= policy.stale_after_s
     )
+
+
+def _clock(ts: float) -> str:
+    """Reasons are read by people: UTC clock time, not epoch seconds."""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%H:%M:%S UTC")
 
 
 def _describe(detections: Sequence[Detection]) -> str:

@@ -94,12 +94,20 @@ class MonitorMetrics:
 
 
 def default_detector_configs(overrides: dict[str, dict] | None = None) -> dict[str, DetectorConfig]:
+    """The presets, with config overrides: "default" applies to every watched signal first."""
+    from monitor.config import ConfigError
+    overrides = dict(overrides or {})
     configs = {s: SIGNAL_PRESETS[s] for s in WATCHED_SIGNALS}
-    for signal, kw in (overrides or {}).items():
-        if signal not in configs:
-            raise ValueError(f"detector override for unknown signal {signal!r}; "
-                             f"watched: {WATCHED_SIGNALS}")
-        configs[signal] = replace(configs[signal], **kw)
+    for signal in ["default"] + [k for k in overrides if k != "default"]:
+        if signal not in overrides:
+            continue
+        if signal != "default" and signal not in configs:
+            raise ConfigError(f"detectors.{signal}: the sidecar watches only {WATCHED_SIGNALS}")
+        for name in ([signal] if signal != "default" else list(configs)):
+            try:
+                configs[name] = replace(configs[name], **dict(overrides[signal]))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"detectors.{signal}: {exc}") from exc
     return configs
 
 

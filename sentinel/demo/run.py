@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sentinel.demo.report import summary_rows, terminal_table, timeline_rows, write_report
 from sentinel.demo.scenarios import SCENARIOS, run_scenario
-from sentinel.demo.session import DemoSession, wait_for
+from sentinel.demo.session import DemoSession, remove_tree, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,4 +79,5 @@ def run_demo(scenario_name: str = "errors", keep: bool = False, results: Path | 
     finally:
         live.done()
         session.close()
+        remove_tree(out_dir / "work" / "model_repository")  # build artefacts; the report stays
         say("stopped Triton, the sidecar and the clients")

@@ -131,6 +131,7 @@ class Poller:
         self.models: dict[str, ModelRuntime] = {}
         self.last_scrape: Scrape | None = None
         self.index_error: str | None = None
+        self._fresh: set[tuple[str, str]] = set()
         self.lock = threading.RLock()  # web threads read models/decisions while a cycle runs
         self.judgement_s = interval_s * max(
             c.test_window + c.persistence + 5 for c in self.detector_configs.values())
@@ -169,6 +170,11 @@ class Poller:
             if not scrape.ok:
                 self.metrics.scrape_errors.inc()
             self._refresh_index()
+            now = self.clock()
+            # Series with fresh data, counted once per cycle rather than once per model.
+            self._fresh = {(m, v) for (m, v) in self.store.versions()
+                           if (last := self.store.last_sample_at(m, v)) is not None
+                           and now - last <= self.policy.stale_after_s}
             decisions = [self._model_cycle(rt) for rt in list(self.models.values())]
         self.metrics.cycles.inc()
         self.metrics.cycle_seconds.observe(time.perf_counter() - started)
@@ -276,9 +282,7 @@ class Poller:
         self._feed_detectors(rt)
         self._maybe_probe(rt, now)
         others = tuple(d for m, o in self.models.items() if m != rt.name for d in o.detections)
-        peers = sum(1 for (m, v) in self.store.versions()
-                    if (m, v) != (rt.name, rt.served) and self.store.last_sample_at(m, v)
-                    and now - self.store.last_sample_at(m, v) <= self.policy.stale_after_s)
+        peers = len(self._fresh - {(rt.name, rt.served)})
         inputs = DecisionInputs(
             model=rt.name, served_version=rt.served, now=now, version_states=rt.states,
             detections=tuple(rt.detections), other_model_detections=others,

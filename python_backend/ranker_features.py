@@ -3,6 +3,7 @@ so a feature-encoding skew between build and serving cannot happen silently."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,29 @@ class FeatureTables:
                 int(self.user_gender.max()) + 1, int(self.user_occupation.max()) + 1,
                 int(self.item_year.max()) + 1, 24, 7)
 
+    # Each user's and each item's part of a `cat` row, laid out in CAT_FIELDS order with zeros in
+    # the other side's columns, so a row is item_cat[item] + user_cat[user] + the time columns.
+    # Gathered once at load: encoding is then one contiguous take per side instead of six fancy
+    # gathers, a stack and a concatenate (~4x faster; it runs for every served request). Derived
+    # from the fields, never saved.
+    @cached_property
+    def user_cat(self) -> np.ndarray:
+        out = np.zeros((len(self.user_age), len(CAT_FIELDS)), np.int64)
+        out[:, [0, 2, 3, 4]] = np.stack([self.user_index, self.user_age, self.user_gender,
+                                         self.user_occupation], axis=1)
+        return out
+
+    @cached_property
+    def item_cat(self) -> np.ndarray:
+        out = np.zeros((len(self.item_year), len(CAT_FIELDS)), np.int64)
+        out[:, [1, 5]] = np.stack([self.item_index, self.item_year], axis=1)
+        return out
+
+    @cached_property
+    def item_dense(self) -> np.ndarray:
+        """The model's `dense` row per item: genres then item stats."""
+        return np.ascontiguousarray(np.concatenate([self.item_genres, self.item_stats], axis=1))
+
     def save(self, path: Path) -> None:
         np.savez(path, **{k: getattr(self, k) for k in self.__dataclass_fields__})
 
@@ -66,11 +90,11 @@ def encode_rows(t: FeatureTables, users: np.ndarray, items: np.ndarray,
                 ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Vectorised encoding of (user, item, ts) rows into the model's `cat` and `dense` inputs."""
     hour, weekday = time_context(ts)
-    cat = np.stack([t.user_index[users], t.item_index[items], t.user_age[users], t.user_gender[users],
-                    t.user_occupation[users], t.item_year[items],
-                    np.broadcast_to(hour, users.shape), np.broadcast_to(weekday, users.shape)],
-                   axis=1).astype(np.int64, copy=False)
-    return cat, np.concatenate([t.item_genres[items], t.item_stats[items]], axis=1)
+    cat = t.item_cat.take(items, axis=0)
+    cat += t.user_cat.take(users, axis=0)
+    cat[:, 6] = hour
+    cat[:, 7] = weekday
+    return cat, t.item_dense.take(items, axis=0)
 
 
 @dataclass(frozen=True)
@@ -115,9 +139,18 @@ def parse_request(t: FeatureTables, user_id: np.ndarray | None, item_ids: np.nda
 
 
 def encode_requests(t: FeatureTables, reqs: list[RankRequest]) -> tuple[np.ndarray, np.ndarray]:
-    """All rows of several requests in one batch, so one model run serves a whole dynamic batch."""
-    sizes = [r.items.size for r in reqs]
-    users = np.repeat(np.array([r.user for r in reqs], np.int64), sizes)
-    ts = np.repeat(np.array([r.timestamp for r in reqs], np.int64), sizes)
+    """All rows of several requests in one batch, so one model run serves a whole dynamic batch.
+    Equal to encode_rows over the requests' rows; each request's user and time columns are one
+    row broadcast over its block instead of a gather per candidate."""
     items = np.concatenate([r.items for r in reqs]) if len(reqs) > 1 else reqs[0].items
-    return encode_rows(t, users, items, ts)
+    cat = t.item_cat.take(items, axis=0)
+    start = 0
+    for r in reqs:
+        end = start + r.items.size
+        row = t.user_cat[r.user].copy()
+        # time_context's arithmetic on a Python int, without numpy's per-call cost
+        row[6] = (r.timestamp // 3600) % 24
+        row[7] = (r.timestamp // 86400 + 3) % 7
+        cat[start:end] += row
+        start = end
+    return cat, t.item_dense.take(items, axis=0)

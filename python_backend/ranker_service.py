@@ -37,12 +37,25 @@ class RankerService:
 
     def score(self, reqs: list[RankRequest]) -> list[np.ndarray]:
         """Scores for several requests from a single model run, split back per request."""
+        flat, bounds = self.score_flat(reqs)
+        return [flat[a:b] for a, b in zip(bounds, bounds[1:])]
+
+    def score_flat(self, reqs: list[RankRequest]) -> tuple[np.ndarray, list[int]]:
+        """All requests' scores in one float32 array and the offsets that split it per request
+        (request i is flat[bounds[i]:bounds[i + 1]]): the serving path slices views out of it
+        and counts metrics over the whole batch at once."""
         cat, dense = encode_requests(self.tables, reqs)
         start = time.perf_counter()
-        scores = self.runner.run({"cat": cat, "dense": dense})["score"].reshape(-1)
+        flat = self.runner.run({"cat": cat, "dense": dense})["score"]
+        flat = flat.reshape(-1).astype(np.float32, copy=False)  # the served dtype (FP32)
         self.faults.after_execute(time.perf_counter() - start)
-        bounds = np.cumsum([r.items.size for r in reqs])[:-1]
-        return [self.faults.scores(s) for s in np.split(scores, bounds)]
+        bounds = [0]
+        for r in reqs:
+            bounds.append(bounds[-1] + r.items.size)
+        if self.faults.fault is not None:  # faults act per request (e.g. NaN for a share of them)
+            for a, b in zip(bounds, bounds[1:]):
+                flat[a:b] = self.faults.scores(flat[a:b])
+        return flat, bounds
 
 
 __all__ = ["RankerService", "InvalidRequest"]

@@ -3,7 +3,6 @@ python_backend/ so it is testable without a server; publishing copies this file 
 import json
 from pathlib import Path
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from python_backend.faults import InjectedFault
@@ -13,9 +12,10 @@ from python_backend.ranker_service import RankerService
 from python_backend.runners import RunnerOptions
 
 
-def _input(request, name):
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    return None if tensor is None else tensor.as_numpy()
+def _inputs(request):
+    # One inputs() call per request: pb_utils.get_input_tensor_by_name builds the whole tensor
+    # list again for every name it looks up.
+    return {t.name(): t.as_numpy() for t in request.inputs()}
 
 
 class TritonPythonModel:
@@ -37,8 +37,9 @@ class TritonPythonModel:
         for i, request in enumerate(requests):
             self.metrics.request()
             try:
-                req = self.service.parse(_input(request, "user_id"), _input(request, "item_ids"),
-                                         _input(request, "timestamp"))
+                tensors = _inputs(request)
+                req = self.service.parse(tensors.get("user_id"), tensors.get("item_ids"),
+                                         tensors.get("timestamp"))
                 self.service.admit(req)
             except InvalidRequest as exc:
                 responses[i] = self._error("invalid_input", f"invalid request: {exc}")
@@ -50,15 +51,17 @@ class TritonPythonModel:
             slots.append(i)
         if parsed:
             try:
-                results = self.service.score(parsed)
+                flat, bounds = self.service.score_flat(parsed)
             except Exception as exc:  # a runtime failure must still answer every request
                 for i in slots:
                     responses[i] = self._error("runtime", f"model run failed: {exc}")
                 self.metrics.maybe_flush()
                 return responses
-            for i, scores in zip(slots, results):
-                self.metrics.scores(scores)
-                out = pb_utils.Tensor("scores", scores.astype(np.float32).reshape(1, -1))
+            # One metrics pass over the whole batch; each response gets a view of its slice
+            # (float32 already, so no copy until the backend writes it to shared memory).
+            self.metrics.scores(flat)
+            for k, i in enumerate(slots):
+                out = pb_utils.Tensor("scores", flat[bounds[k]:bounds[k + 1]].reshape(1, -1))
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[out])
         self.metrics.maybe_flush()
         return responses

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from python_backend.ranker_features import (FeatureTables, InvalidRequest, encode_requests,
-                                            parse_request, time_context)
+                                            encode_rows, parse_request, time_context)
 
 
 @pytest.fixture
@@ -63,3 +63,19 @@ def test_batched_encoding_equals_per_request_encoding(tables):
     assert cat.shape == (5, 8) and dense.shape == (5, 21)
     assert cat[2, 1] == 0  # item 7 was unseen in training: its embedding row is 0
     assert cat[2, 6] == 2  # hour of 7200 s
+
+
+def test_request_encoding_equals_row_encoding_and_tables_save_only_fields(tables, tmp_path):
+    # The serving path (encode_requests) and training (encode_rows) must give identical rows.
+    a = req(tables, user=np.array([[2]]), items=np.array([[7, 1]]), ts=np.array([[90061]]))
+    b = req(tables, user=np.array([[5]]), items=np.array([[3]]), ts=np.array([[3600 * 30]]))
+    cat, dense = encode_requests(tables, [a, b])
+    users, items = np.array([2, 2, 5]), np.array([7, 1, 3])
+    rcat, rdense = encode_rows(tables, users, items, np.array([90061, 90061, 3600 * 30]))
+    np.testing.assert_array_equal(cat, rcat)
+    np.testing.assert_array_equal(dense, rdense)
+    assert cat.dtype == np.int64 and dense.dtype == np.float32
+    assert cat[:, 0].tolist() == tables.user_index[users].tolist()
+    assert cat[:, 5].tolist() == tables.item_year[items].tolist()
+    tables.save(tmp_path / "t.npz")
+    assert set(np.load(tmp_path / "t.npz").files) == set(FeatureTables.__dataclass_fields__)

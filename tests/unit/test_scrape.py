@@ -170,3 +170,22 @@ def test_scraper_closed_port_is_an_error_scrape():
         port = s.getsockname()[1]
     scrape = Scraper(f"http://127.0.0.1:{port}/metrics", timeout=0.5).scrape()
     assert scrape.phase == "error" and "Connection" in scrape.error
+
+
+def test_fast_path_gives_exactly_what_prometheus_clients_parser_gives():
+    from pathlib import Path
+
+    from monitor.scrape import _fast_samples, _full_samples, _parse
+    text = (Path(__file__).parent / "data" / "triton_metrics.txt").read_text()
+    fast = _parse(_fast_samples(text), 1.0, "x")
+    full = _parse(_full_samples(text), 1.0, "x")
+    assert fast == full and len(fast.samples) >= 4
+
+
+def test_unusual_lines_fall_back_to_the_full_parser():
+    from monitor.scrape import parse_metrics
+    escaped = 'nv_inference_count{model="we\\"ird",version="1"} 5\n'
+    scrape = parse_metrics(escaped, 1.0)
+    assert scrape.ok and scrape.samples[0].model == 'we"ird' and scrape.samples[0].inference_count == 5
+    garbage = parse_metrics('nv_inference_count{model="m",version="1"} five\n', 1.0)
+    assert garbage.phase == "error"

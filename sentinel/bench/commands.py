@@ -1,0 +1,122 @@
+"""Arguments and entry points of `sentinel bench serve|monitor|swap`: parse, call the library,
+write the section of docs/benchmarks.md. sentinel/cli.py only adds these sub-parsers."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from sentinel.bench.report import DEFAULT_DOC
+
+HELP = {
+    "serve": "ranking throughput and latency: in-process ORT vs Sentinel on Triton vs PyTriton vs "
+             "gunicorn+Flask, plus perf_analyzer",
+    "monitor": "CPU of one sidecar cycle for 50 models × 2 versions, memory after a simulated day",
+    "swap": "20 version swaps under an 8-client load: failed requests and latency",
+}
+
+
+def _say(msg: str) -> None:
+    print(f"  · {msg}", flush=True)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", default=str(DEFAULT_DOC),
+                   help="markdown file whose section this command rewrites (default: %(default)s)")
+    p.add_argument("--json", default=None, help="also write the typed results here as JSON")
+
+
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    _common(p)
+    if name == "serve":
+        from sentinel.bench.serve import TARGETS
+        p.add_argument("--duration", type=float, default=8.0,
+                       help="measured seconds per (target, candidates, clients) cell")
+        p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each cell")
+        p.add_argument("--concurrency", type=_ints, default=(1, 8, 32), help="e.g. 1,8,32")
+        p.add_argument("--candidates", type=_ints, default=(256, 1), help="e.g. 256,1")
+        p.add_argument("--targets", default=",".join(TARGETS),
+                       help="comma-separated subset of %(default)s")
+        p.add_argument("--no-perf-analyzer", action="store_true", help="skip the cross-check")
+        p.add_argument("--repository", default=None,
+                       help="use the newest ranker in this repository instead of building one")
+        p.add_argument("--log-dir", default=None, help="keep the servers' logs here")
+        p.set_defaults(func=serve_main)
+    elif name == "monitor":
+        p.add_argument("--models", type=int, default=50)
+        p.add_argument("--versions", type=int, default=2)
+        p.add_argument("--cycles", type=int, default=60, help="measured cycles (after warm-up)")
+        p.add_argument("--warmup-cycles", type=int, default=70,
+                       help="cycles before measuring: the detectors' warm-up is 30-60 samples")
+        p.add_argument("--day-seconds", type=int, default=86_400,
+                       help="simulated span of 1 s scrapes fed to the store for the memory figure")
+        p.set_defaults(func=monitor_main)
+    elif name == "swap":
+        p.add_argument("--swaps", type=int, default=20)
+        p.add_argument("--clients", type=int, default=8)
+        p.add_argument("--candidates", type=int, default=256)
+        p.add_argument("--settle", type=float, default=2.0,
+                       help="seconds of load before the first and after the last swap")
+        p.add_argument("--repository", default=None,
+                       help="a repository holding ranker versions 1 and 2 (default: build them)")
+        p.set_defaults(func=swap_main)
+    else:
+        raise ValueError(f"unknown bench command {name!r}")
+
+
+def _finish(args: argparse.Namespace, section: str, markdown: str, report) -> int:
+    from sentinel.bench.report import write_section
+    path = write_section(section, markdown, Path(args.output))
+    print(markdown)
+    print(f"\nwritten to {path}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(asdict(report), indent=1, default=str))
+    return 0
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    from sentinel.bench.report import headline_markdown, serve_markdown
+    from sentinel.bench.serve import BenchError, ServeOptions, run_serve
+    try:
+        opts = ServeOptions(duration_s=args.duration, warmup_s=args.warmup,
+                            concurrency=args.concurrency, candidates=args.candidates,
+                            targets=tuple(t for t in args.targets.split(",") if t),
+                            perf_analyzer=not args.no_perf_analyzer,
+                            repository=Path(args.repository) if args.repository else None,
+                            log_dir=Path(args.log_dir) if args.log_dir else None)
+        report = run_serve(opts, progress=_say)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    code = _finish(args, "serve", serve_markdown(report), report)
+    print("\nHeadline:\n" + headline_markdown(report, max(opts.candidates)))
+    return code
+
+
+def monitor_main(args: argparse.Namespace) -> int:
+    from sentinel.bench.monitor import MonitorOptions, run_monitor
+    from sentinel.bench.report import monitor_markdown
+    report = run_monitor(MonitorOptions(models=args.models, versions=args.versions,
+                                        cycles=args.cycles, warmup_cycles=args.warmup_cycles,
+                                        day_seconds=args.day_seconds), progress=_say)
+    return _finish(args, "monitor", monitor_markdown(report), report)
+
+
+def swap_main(args: argparse.Namespace) -> int:
+    from sentinel.bench.report import swap_markdown
+    from sentinel.bench.swap import SwapOptions, run_swap
+    report = run_swap(SwapOptions(swaps=args.swaps, clients=args.clients,
+                                  candidates=args.candidates, settle_s=args.settle,
+                                  repository=Path(args.repository) if args.repository else None),
+                       progress=_say)
+    return _finish(args, "swap", swap_markdown(report), report)

@@ -1,0 +1,164 @@
+"""Markdown for docs/benchmarks.md. Each command owns one section between markers and rewrites only
+that one, so the three commands can run in any order and the prose around them stays."""
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from pathlib import Path
+
+from sentinel.bench.records import Machine, MonitorReport, ServeReport, SwapReport
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DOC = ROOT / "docs" / "benchmarks.md"
+TARGET_LABELS = {"in-process": "(a) in-process ONNX Runtime", "sentinel": "(b) Sentinel on Triton",
+                 "pytriton": "(c) PyTriton", "flask": "(d) gunicorn + Flask"}
+GOALS = {"sentinel/in-process": 0.5, "sentinel/pytriton": 1.0, "sentinel/flask": 3.0}
+
+
+def _f(x: float, digits: int = 0) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:,.{digits}f}"
+
+
+def machine_lines(m: Machine) -> list[str]:
+    pkgs = ", ".join(f"{n} {v}" for n, v in m.packages)
+    return [f"- date {m.date}; host `{m.host}`: {m.cpu}, {m.cores} cores, {m.memory_gib} GiB, "
+            f"{m.os}, Python {m.python}",
+            f"- load average before / after: {'/'.join(_f(x, 2) for x in m.load_before)} → "
+            f"{'/'.join(_f(x, 2) for x in m.load_after)} (other work sharing the cores shows here)",
+            f"- {pkgs}"]
+
+
+def ratio(report: ServeReport, num: str, den: str, candidates: int, concurrency: int) -> float:
+    a, b = report.cell(num, candidates, concurrency), report.cell(den, candidates, concurrency)
+    if a is None or b is None or not b.ips:
+        return float("nan")
+    return a.ips / b.ips
+
+
+def serve_markdown(r: ServeReport) -> str:
+    lines = ["### Serving: ranking requests, closed loop", "", f"Command: `{r.command}` "
+             f"({r.duration_s:g} s measured per cell after a warm-up)", ""]
+    lines += machine_lines(r.machine) + [""]
+    lines += ["| target | candidates | clients | inferences/s | requests/s | p50 ms | p99 ms | "
+              "errors | client CPU µs/req |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in r.cells:
+        lines.append(f"| {TARGET_LABELS.get(c.target, c.target)} | {c.candidates} | "
+                     f"{c.concurrency} | {_f(c.ips)} | {_f(c.rps)} | {_f(c.p50_ms, 2)} | "
+                     f"{_f(c.p99_ms, 2)} | {c.errors} | {_f(c.client_cpu_us)} |")
+    lines += ["", "Ratios of inferences/s, same run (goal in brackets):", "",
+              "| candidates | clients | (b)/(a) [≥ 0.5] | (b)/(c) [≥ 1.0] | (b)/(d) [≥ 3.0] |",
+              "|---:|---:|---:|---:|---:|"]
+    for cand, conc in sorted({(c.candidates, c.concurrency) for c in r.cells},
+                             key=lambda k: (-k[0], k[1])):
+        cols = [_f(ratio(r, "sentinel", d, cand, conc), 2) for d in ("in-process", "pytriton",
+                                                                      "flask")]
+        lines.append(f"| {cand} | {conc} | " + " | ".join(cols) + " |")
+    if r.perf_analyzer:
+        lines += ["", "perf_analyzer (tritonclient 2.51.0, C++ gRPC client) against (b), same "
+                  "requests:", "", "| candidates | clients | inferences/s | requests/s | p50 ms | "
+                  "p99 ms | server queue µs | server compute µs |", "|---:|---:|---:|---:|---:|"
+                  "---:|---:|---:|"]
+        for p in r.perf_analyzer:
+            lines.append(f"| {p.candidates} | {p.concurrency} | {_f(p.ips)} | {_f(p.rps)} | "
+                         f"{_f(p.p50_ms, 2)} | {_f(p.p99_ms, 2)} | {_f(p.queue_us)} | "
+                         f"{_f(p.compute_us)} |")
+    if r.perf_analyzer_error:
+        lines += ["", f"perf_analyzer did not run: {r.perf_analyzer_error}"]
+    if r.settings:
+        lines += ["", "How each target was set up:", ""]
+        lines += [f"- {TARGET_LABELS.get(t, t)}: {s}" for t, s in r.settings]
+    lines += [f"- {n}" for n in r.notes]
+    return "\n".join(lines)
+
+
+def headline_markdown(r: ServeReport, candidates: int = 256) -> str:
+    """The README's table: inferences/s per target and concurrency at `candidates`."""
+    concs = sorted({c.concurrency for c in r.cells if c.candidates == candidates})
+    lines = [f"| {candidates} candidates / request, inferences/s | "
+             + " | ".join(f"{c} clients" for c in concs) + " |",
+             "|---|" + "---:|" * len(concs)]
+    for t in ("in-process", "sentinel", "pytriton", "flask"):
+        row = [r.cell(t, candidates, c) for c in concs]
+        if any(x is not None for x in row):
+            lines.append(f"| {TARGET_LABELS[t]} | "
+                         + " | ".join(_f(x.ips) if x else "–" for x in row) + " |")
+    return "\n".join(lines)
+
+
+def monitor_markdown(r: MonitorReport) -> str:
+    c = r.cycle
+    lines = ["### Sidecar: one monitoring cycle and a day of retention", "",
+             f"Command: `{r.command}`", ""] + machine_lines(r.machine) + [""]
+    lines += [f"Synthetic Triton `/metrics`: {r.models} models × {r.versions_per_model} versions, "
+              f"{r.series:,} per-version sample lines ({r.text_bytes / 1024:,.0f} KiB), counters "
+              f"advancing every scrape; one cycle = parse + SeriesStore.add + repository index + "
+              f"detectors + decision for every model (golden probes, which are HTTP I/O to Triton, "
+              f"are stubbed). CPU time (process_time) over {r.cycles_measured} cycles after the "
+              f"detectors' warm-up:", "",
+              "| | median ms | p99 ms | max ms |", "|---|---:|---:|---:|",
+              f"| whole cycle | {_f(c.median_ms, 1)} | {_f(c.p99_ms, 1)} | {_f(c.max_ms, 1)} |",
+              f"| parse (prometheus_client text parser → Scrape) | {_f(c.parse_ms, 1)} | | |",
+              f"| SeriesStore.add | {_f(c.store_ms, 1)} | | |",
+              f"| index + detectors + decision | {_f(c.rest_ms, 1)} | | |", "",
+              f"Memory after {r.simulated_s:,} scrapes at 1 s spacing "
+              f"({r.simulated_s / 86400:.2f} simulated days), SeriesStore with default retention "
+              f"({r.retention_s:g} s): store arrays {r.store_bytes / 2**20:,.1f} MiB, depth "
+              f"{r.store_depth:,} frames; process RSS grew {r.rss_growth_mib:,.1f} MiB "
+              f"(fed in {r.feed_seconds:.0f} s)."]
+    return "\n".join(lines)
+
+
+def swap_markdown(r: SwapReport) -> str:
+    lines = ["### Version swaps under load", "", f"Command: `{r.command}`", ""]
+    lines += machine_lines(r.machine) + [""]
+    med = statistics.median(r.swap_s) if r.swap_s else float("nan")
+    lines += [f"{r.swaps} swaps between versions 1 and 2 (RepositoryClient.load, a config override "
+              f"that pins the version) while {r.clients} gRPC clients send {r.candidates}-candidate "
+              f"requests back to back:", "",
+              "| swaps | swap s (median / max) | requests during swaps | failed | p50 ms before → "
+              "during | p99 ms before → during | max ms during | versions answering |",
+              "|---:|---|---:|---:|---|---|---:|---|",
+              f"| {r.swaps} | {_f(med, 2)} / {_f(max(r.swap_s, default=float('nan')), 2)} | "
+              f"{r.requests_during:,} | {r.failed_during} | {_f(r.p50_ms_before, 2)} → "
+              f"{_f(r.p50_ms_during, 2)} | {_f(r.p99_ms_before, 2)} → {_f(r.p99_ms_during, 2)} | "
+              f"{_f(r.max_ms_during, 1)} | {', '.join(r.versions_served)} |"]
+    if r.failures:
+        lines += ["", "First failures:", ""] + [f"- `{f}`" for f in r.failures]
+    lines += [f"- {n}" for n in r.notes]
+    return "\n".join(lines)
+
+
+_SKELETON = """# Benchmarks
+
+Written by `sentinel bench serve`, `sentinel bench monitor` and `sentinel bench swap`: each command
+replaces its own section below with the numbers of its latest run. Measured numbers only; the
+notes around the tables are by hand.
+
+<!-- bench:serve:start -->
+<!-- bench:serve:end -->
+
+<!-- bench:monitor:start -->
+<!-- bench:monitor:end -->
+
+<!-- bench:swap:start -->
+<!-- bench:swap:end -->
+"""
+
+
+def write_section(name: str, body: str, path: Path = DEFAULT_DOC) -> Path:
+    """Replace the text between this section's markers (creating the file or markers if needed)."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else _SKELETON
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path

@@ -1,0 +1,201 @@
+"""`sentinel bench serve`: the ranking workload against (a) the model in-process, (b) Sentinel on
+Triton, (c) PyTriton and (d) gunicorn + Flask, one after the other in the same run, same client
+machine, same requests; then perf_analyzer against (b) as a cross-check."""
+from __future__ import annotations
+
+import shlex
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from sentinel.bench import clients
+from sentinel.bench.driver import measure
+from sentinel.bench.environment import describe_machine, finished
+from sentinel.bench.records import PerfAnalyzerCell, ServeCell, ServeReport
+from sentinel.bench.workload import ranking_requests, write_perf_analyzer_data
+
+TARGETS = ("in-process", "sentinel", "pytriton", "flask")
+MAX_COMMAND_S = 600  # the issue's bound for one bench command
+Progress = Callable[[str], None]
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    duration_s: float = 8.0
+    warmup_s: float = 1.0
+    concurrency: tuple[int, ...] = (1, 8, 32)
+    candidates: tuple[int, ...] = (256, 1)
+    targets: tuple[str, ...] = TARGETS
+    perf_analyzer: bool = True
+    repository: Path | None = None   # holds a published ranker; None = build one for this run
+    log_dir: Path | None = None
+
+    def __post_init__(self):
+        unknown = set(self.targets) - set(TARGETS)
+        if unknown:
+            raise BenchError(f"unknown targets {sorted(unknown)}; choose from {TARGETS}")
+        if self.duration_s <= 0 or self.warmup_s < 0:
+            raise BenchError("duration must be > 0 and warm-up >= 0")
+        if not self.concurrency or min(self.concurrency) < 1:
+            raise BenchError("concurrency levels must be >= 1")
+
+    def pa_window_ms(self) -> int:
+        return int(max(1000, self.duration_s * 500))
+
+    def estimate_s(self) -> float:
+        cells = len(self.targets) * len(self.candidates) * len(self.concurrency)
+        startup = 15 + 20 * len(self.targets)  # build, servers (PyTriton and its env dominate)
+        pa = (len(self.concurrency) * (3 * self.pa_window_ms() / 1000 + 3)
+              if self.perf_analyzer and "sentinel" in self.targets else 0)
+        return cells * (self.duration_s + self.warmup_s + 0.5) + startup + pa
+
+
+def _version_dir(repository: Path) -> Path:
+    versions = [p for p in (Path(repository) / "ranker").iterdir() if p.name.isdigit()] \
+        if (Path(repository) / "ranker").is_dir() else []
+    if not versions:
+        raise BenchError(f"no published ranker version in {repository}; run `sentinel build ranker`"
+                         " or leave out --repository to build one for the run")
+    return max(versions, key=lambda p: int(p.name))
+
+
+def _serving_settings(version_dir: Path) -> dict[str, int]:
+    from build_scripts.triton_config import read_pbtxt
+    config = read_pbtxt(version_dir.parent / "config.pbtxt")
+    return {"instances": sum(g.count for g in config.instance_group) or 1,
+            "max_batch_size": config.max_batch_size,
+            "queue_delay_us": config.dynamic_batching.max_queue_delay_microseconds,
+            "ort_threads": int(config.parameters["ORT_INTRA_OP_THREADS"].string_value or 1)
+            if "ORT_INTRA_OP_THREADS" in config.parameters else 1}
+
+
+def _run_cells(target: str, make_call, opts: ServeOptions, n_users: int, n_items: int,
+               progress: Progress) -> list[ServeCell]:
+    cells = []
+    for candidates in opts.candidates:
+        reqs = ranking_requests(candidates, n_users, n_items)
+        call = make_call(reqs)
+        for c in opts.concurrency:
+            cell = measure(target, call, len(reqs), candidates, c, opts.duration_s, opts.warmup_s)
+            progress(f"{target:<10} {candidates:>4} candidates × {c:>2} clients: "
+                     f"{cell.rps:8.0f} req/s {cell.ips:10.0f} inf/s  p50 {cell.p50_ms:6.2f} ms  "
+                     f"p99 {cell.p99_ms:6.2f} ms  errors {cell.errors}")
+            cells.append(cell)
+    return cells
+
+
+def _perf_analyzer_cells(grpc_url: str, opts: ServeOptions, n_users: int, n_items: int,
+                         work: Path, progress: Progress) -> list[PerfAnalyzerCell]:
+    from sentinel.bench.perf_analyzer import run_perf_analyzer
+    out = []
+    candidates = max(opts.candidates)
+    data = write_perf_analyzer_data(ranking_requests(candidates, n_users, n_items),
+                                    work / f"pa-{candidates}.json")
+    for c in opts.concurrency:
+        cell = run_perf_analyzer(grpc_url, data, candidates, c, opts.pa_window_ms())
+        progress(f"perf_analyzer {candidates} candidates × {c:>2}: {cell.rps:8.0f} req/s "
+                 f"p50 {cell.p50_ms:6.2f} ms p99 {cell.p99_ms:6.2f} ms")
+        out.append(cell)
+    return out
+
+
+def run_serve(opts: ServeOptions, progress: Progress = lambda _: None,
+              command: str | None = None) -> ServeReport:
+    if opts.estimate_s() > MAX_COMMAND_S:
+        raise BenchError(f"this run would take ~{opts.estimate_s():.0f}s, over the {MAX_COMMAND_S}s "
+                         f"bound: lower --duration or the concurrency levels")
+    from python_backend.ranker_features import FeatureTables
+    from sentinel.bench.peers.launch import FlaskPeer, PyTritonPeer
+    from sentinel.triton import TritonOptions, TritonServer, free_port
+
+    machine = describe_machine()
+    with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as tmp:
+        work = Path(tmp)
+        log_dir = Path(opts.log_dir) if opts.log_dir else work
+        log_dir.mkdir(parents=True, exist_ok=True)
+        repository = opts.repository
+        if repository is None:
+            from build_scripts.pipeline import build_ranker
+            progress("building the ranker (train, export, validate, publish) for this run")
+            repository = work / "repo"
+            build_ranker(repository)
+        version_dir = _version_dir(repository)
+        tables = FeatureTables.load(version_dir / "features.npz")
+        n_users, n_items = tables.n_users, tables.n_items
+        served = _serving_settings(version_dir)
+        cells: list[ServeCell] = []
+        pa: list[PerfAnalyzerCell] = []
+        pa_error = None
+        settings: dict[str, str] = {}
+        for target in opts.targets:
+            if target == "in-process":
+                settings[target] = ("RankerService called from the client threads: validation, "
+                                    "encoding, one ONNX Runtime session (1 intra-op thread)")
+                cells += _run_cells(target, lambda r: clients.in_process(version_dir, r), opts,
+                                    n_users, n_items, progress)
+            elif target == "sentinel":
+                options = TritonOptions(repository=repository, http_port=free_port(),
+                                        grpc_port=free_port(), metrics_port=free_port(),
+                                        models=("ranker",), log_path=log_dir / "triton.log")
+                settings[target] = (f"Triton 2.51 python backend, model.py of this tree, "
+                                    f"{served['instances']} instances, max_batch_size "
+                                    f"{served['max_batch_size']}, dynamic batching "
+                                    f"{served['queue_delay_us']} µs, ORT intra-op threads "
+                                    f"{served['ort_threads']}, gRPC")
+                with TritonServer(options):
+                    _wait_model_ready(options.http_url)
+                    cells += _run_cells(target, lambda r: clients.triton_grpc(options.grpc_url, r),
+                                        opts, n_users, n_items, progress)
+                    if opts.perf_analyzer:
+                        from sentinel.bench.perf_analyzer import PerfAnalyzerError
+                        try:
+                            pa = _perf_analyzer_cells(options.grpc_url, opts, n_users, n_items,
+                                                      work, progress)
+                        except PerfAnalyzerError as exc:
+                            pa_error = str(exc)
+                            progress(f"perf_analyzer failed: {exc}")
+            elif target == "pytriton":
+                peer = PyTritonPeer(version_dir, instances=served["instances"],
+                                    max_batch_size=served["max_batch_size"],
+                                    queue_delay_us=served["queue_delay_us"],
+                                    log_path=log_dir / "pytriton.log")
+                settings[target] = peer.describe()
+                progress("starting PyTriton (creates its env on first use)")
+                with peer:
+                    cells += _run_cells(target, lambda r: clients.triton_grpc(peer.grpc_url, r),
+                                        opts, n_users, n_items, progress)
+            elif target == "flask":
+                peer = FlaskPeer(version_dir, log_path=log_dir / "gunicorn.log")
+                settings[target] = peer.describe()
+                with peer:
+                    cells += _run_cells(target,
+                                        lambda r: clients.http_json("127.0.0.1", peer.port, r),
+                                        opts, n_users, n_items, progress)
+    return ServeReport(machine=finished(machine), command=command or _command_line(),
+                       duration_s=opts.duration_s, cells=tuple(cells), perf_analyzer=tuple(pa),
+                       perf_analyzer_error=pa_error, settings=tuple(settings.items()))
+
+
+def _wait_model_ready(http_url: str, timeout_s: float = 60.0) -> None:
+    import time
+
+    import requests
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{http_url}/v2/models/ranker/ready", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise BenchError(f"ranker not ready on {http_url} after {timeout_s:g}s")
+
+
+def _command_line() -> str:
+    return "sentinel " + " ".join(shlex.quote(a) for a in sys.argv[1:])

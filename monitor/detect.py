@@ -414,6 +414,10 @@ SIGNAL_PRESETS: dict[str, DetectorConfig] = {
     "latency_ms": DetectorConfig(
         warmup=60, baseline_window=300, test_window=20, alpha=1e-5,
         min_effect_abs=1.0, min_effect_rel=0.35, direction="up", persistence=3,
+        # Retest after 5 samples, not a whole test window: a step first tested while only half
+        # of the window is past it is often not yet significant, and waiting 20 s more doubled
+        # the time to rollback in the live scenario tests.
+        retest_after=5,
     ),
     "score_mean": DetectorConfig(
         warmup=60, baseline_window=300, test_window=15, alpha=1e-5,

@@ -18,11 +18,21 @@ def golden_set(repository: Path, model: str, version: str) -> list[dict]:
     return manifest.get("golden", [])
 
 
+def _datatype(data: list) -> str:
+    """KServe type of a golden input from its JSON values: text, real numbers or integers."""
+    if any(isinstance(v, str) for v in data):
+        return "BYTES"
+    if any(isinstance(v, float) for v in data):
+        return "FP32"
+    return "INT64"
+
+
 def _body(inputs: dict) -> dict:
     tensors = []
     for name, value in inputs.items():
         data = value if isinstance(value, list) else [value]
-        tensors.append({"name": name, "datatype": "INT64", "shape": [1, len(data)], "data": data})
+        tensors.append({"name": name, "datatype": _datatype(data), "shape": [1, len(data)],
+                        "data": data})
     return {"inputs": tensors}
 
 

@@ -100,7 +100,7 @@ def monitor_markdown(r: MonitorReport) -> str:
               f"detectors' warm-up:", "",
               "| | median ms | p99 ms | max ms |", "|---|---:|---:|---:|",
               f"| whole cycle | {_f(c.median_ms, 1)} | {_f(c.p99_ms, 1)} | {_f(c.max_ms, 1)} |",
-              f"| parse (prometheus_client text parser → Scrape) | {_f(c.parse_ms, 1)} | | |",
+              f"| parse (monitor.scrape.parse_metrics → Scrape) | {_f(c.parse_ms, 1)} | | |",
               f"| SeriesStore.add | {_f(c.store_ms, 1)} | | |",
               f"| index + detectors + decision | {_f(c.rest_ms, 1)} | | |", "",
               f"Memory after {r.simulated_s:,} scrapes at 1 s spacing "

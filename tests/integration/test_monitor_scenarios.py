@@ -54,22 +54,6 @@ def test_clean_traffic_for_two_minutes_causes_no_action(session):
     assert session.warm(), "v1 must be known good with warm detectors after two clean minutes"
 
 
-def test_killed_stub_is_reloaded_and_serves_again(session):
-    start = time.time()
-    assert session.kill_stubs()
-    took = wait_for(lambda: actions(session, start, "reload"), 30)
-    report(session, start, "killed stub")
-    assert took is not None, "no reload after the stub died"
-    act = actions(session, start, "reload")[0]
-    assert act.version == "1" and act.outcome == "ok"
-    assert not actions(session, start, "rollback")
-    time.sleep(2)
-    after = time.time()
-    time.sleep(3)
-    assert session.load.failures(after) == 0 and session.load.served(after) > 50
-    assert session.served() == "1"
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_scenario(session, name):
     version, limit_s = CASES[name]
@@ -94,6 +78,22 @@ def test_scenario(session, name):
     if name == "clean":
         assert not result.actions and result.failed == 0
         assert not [e for e in result.events if e.kind == "detection"]
+
+
+def test_killed_stub_is_reloaded_and_serves_again(session):
+    start = time.time()
+    assert session.kill_stubs()
+    took = wait_for(lambda: actions(session, start, "reload"), 30)
+    report(session, start, "killed stub")
+    assert took is not None, "no reload after the stub died"
+    act = actions(session, start, "reload")[0]
+    assert act.version == "1" and act.outcome == "ok"
+    assert not actions(session, start, "rollback")
+    time.sleep(2)
+    after = time.time()
+    time.sleep(3)
+    assert session.load.failures(after) == 0 and session.load.served(after) > 50
+    assert session.served() == "1"
 
 
 def test_triton_restart_causes_no_detection_and_no_rollback(session):

@@ -26,6 +26,11 @@ def export_onnx(model: torch.nn.Module, spec: ExportSpec, sample: dict[str, np.n
         # The TorchScript exporter is deprecated in favour of dynamo, but it is ~20x faster for
         # these graphs and its output is validated against torch below just the same.
         warnings.simplefilter("ignore", DeprecationWarning)
+        # Tracing warns about Python-level branches (transformers' mask helpers); what tracing
+        # could get wrong shows up in the parity check against torch on other shapes instead.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # advanced indexing in those helpers uses non-negative indices only
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator")
         torch.onnx.export(model, args, str(path), input_names=[t.name for t in spec.inputs],
                           output_names=[t.name for t in spec.outputs], dynamic_axes=dynamic_axes,
                           opset_version=spec.opset, dynamo=False)

@@ -1,11 +1,11 @@
 """The runner interface: one model artefact, numpy in, numpy out. Which engine runs is chosen here,
-not in model.py. Only ONNX Runtime (CPU) exists so far; a TensorRT runner slots in behind the same
-protocol (it needs a `.plan` and a GPU)."""
+not in model.py: TensorRT (python_backend.trt_runner) when the version has a `model.plan` and this
+host can run it, ONNX Runtime on CPU otherwise."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -52,9 +52,26 @@ class OrtRunner:
         return dict(zip(self.output_names, outs))
 
 
-def select_runner(version_dir: Path, options: RunnerOptions = RunnerOptions()) -> Runner:
-    """Pick the engine for a published version directory."""
-    onnx_path = version_dir / "model.onnx"
+PLAN = "model.plan"
+ONNX = "model.onnx"
+
+
+def _tensorrt_available() -> bool:
+    from python_backend.trt_runner import tensorrt_available
+    return tensorrt_available()
+
+
+def select_runner(version_dir: Path, options: RunnerOptions = RunnerOptions(),
+                  gpu_available: Callable[[], bool] = _tensorrt_available) -> Runner:
+    """Pick the engine for a published version directory: the TensorRT engine when there is one
+    and TensorRT with a CUDA device works here, else the ONNX artefact on ONNX Runtime (a version
+    built on a GPU host keeps its model.onnx, so the same version also serves on CPU)."""
+    version_dir = Path(version_dir)
+    plan, onnx_path = version_dir / PLAN, version_dir / ONNX
+    if plan.is_file() and gpu_available():
+        from python_backend.trt_runner import TrtRunner
+        return TrtRunner(plan, options)
     if onnx_path.is_file():
         return OrtRunner(onnx_path, options)
-    raise RunnerError(f"no runnable artefact in {version_dir} (expected model.onnx)")
+    raise RunnerError(f"no runnable artefact in {version_dir} (expected {ONNX}"
+                      + (f"; {PLAN} needs TensorRT and a CUDA GPU)" if plan.is_file() else ")"))

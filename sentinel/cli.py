@@ -16,21 +16,36 @@ def _say(msg: str) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from build_scripts.pipeline import FAULT_PRESETS, BuildError, build_ranker
+    from build_scripts.pipeline import FAULT_PRESETS, BuildError
+    from build_scripts.zoo import MODELS, build, headline
 
-    if args.model != "ranker":
-        print(f"error: unknown model {args.model!r}; buildable: ranker", file=sys.stderr)
+    if args.model not in MODELS:
+        print(f"error: unknown model {args.model!r}; buildable: {', '.join(MODELS)}", file=sys.stderr)
         return 2
     try:
-        published = build_ranker(Path(args.repository), fault=args.fault, progress=_say)
+        published = build(args.model, Path(args.repository), precision=args.precision,
+                          progress=_say, fault=args.fault)
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if published.model != "ranker":
+        print(headline(published))
+        return 0
     m = published.manifest["metrics"]
+    comp = published.manifest.get("compression")
     print(f"{published.model} v{published.version}: AUC {m['auc']:.4f} vs popularity "
           f"{m['baseline_auc']:.4f}; parity max |Δ| "
           f"{published.manifest['parity']['max_abs_diff']['score']:.2e}"
+          + (f"; {comp['precision']} ΔAUC {comp['delta']:+.4f}, speed-up ×{comp['speedup']:.2f}"
+             if comp else "")
           + (f"; FAULT {FAULT_PRESETS[args.fault]}" if args.fault else ""))
+    return 0
+
+
+def cmd_bench_compression(args: argparse.Namespace) -> int:
+    from build_scripts.bench_compression import run_bench
+    run_bench(models=args.model or None, out=Path(args.out), quick=args.quick, progress=_say)
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -72,6 +87,8 @@ def _monitor_config(args: argparse.Namespace, **extra):
     from monitor.config import load_config
     overrides = {k: v for k, v in {
         "triton_url": getattr(args, "triton_url", None), "metrics_url": getattr(args, "metrics_url", None),
+        "prometheus_url": getattr(args, "prometheus_url", None),
+        "prometheus_selector": getattr(args, "prometheus_selector", None),
         "admin_key": args.admin_key, "repository": args.repository, "port": args.port,
         "host": args.host, "interval_s": args.interval, "db_path": args.db,
         "webhook_url": args.webhook_url, "token": args.token, **extra}.items() if v is not None}
@@ -93,9 +110,17 @@ def _add_monitor_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _run_sidecar(config) -> int:
+    from monitor.config import ConfigError
     from monitor.sidecar import Sidecar
-    with Sidecar(config) as sidecar:
-        print(f"Sentinel sidecar watching {config.metrics_url}\n  pages/API {sidecar.url}  "
+    watched = (f"Prometheus {config.prometheus_url} {{{config.prometheus_selector or ''}}}"
+               if config.prometheus_url else config.metrics_url)
+    try:
+        sidecar = Sidecar(config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with sidecar:
+        print(f"Sentinel sidecar watching {watched}\n  pages/API {sidecar.url}  "
               f"events {config.db_path}\n  Ctrl-C stops it.", flush=True)
         _wait_for_signal()
     print("sidecar stopped.", flush=True)
@@ -162,8 +187,8 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sentinel.demo import run_spine_demo
-    return run_spine_demo()
+    from sentinel.demo.run import run_demo
+    return run_demo(args.scenario, keep=args.keep, results=Path(args.results) if args.results else None)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -177,11 +202,18 @@ def cmd_bench_detect(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sentinel", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="sentinel", description="Build, serve, watch and roll back search and recommendation "
+                                     "models on NVIDIA Triton.")
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="train/export/validate/publish a model as a new repository version")
-    b.add_argument("model", help="which model: ranker")
+    b.add_argument("model", help="which model: ranker, seqrec, search or recommend (recommend calls "
+                                 "the latest seqrec and ranker versions: build those first)")
+    b.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+                   help="publish a reduced-precision variant: built from FP32, published only if "
+                        "its accuracy loss is within the model's budget; its manifest records the "
+                        "accuracy change and the measured speed-up")
     b.add_argument("--repository", default=str(DEFAULT_REPOSITORY), help="model repository (default: %(default)s)")
     b.add_argument("--fault", default=None,
                    choices=["errors", "latency", "nan", "constant", "shift", "crash", "load_failure"],
@@ -207,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--triton-url", default=None, help="Triton HTTP URL (default http://127.0.0.1:8000)")
     mo.add_argument("--metrics-url", default=None,
                     help="Triton metrics URL (default http://127.0.0.1:8002/metrics)")
+    mo.add_argument("--prometheus-url", default=None,
+                    help="read the metrics from this Prometheus server (e.g. http://prometheus:9090) "
+                         "instead of --metrics-url; version swaps still go to --triton-url")
+    mo.add_argument("--prometheus-selector", default=None,
+                    help='only series matching these PromQL label matchers, e.g. pod="ranker-0" '
+                         "(default: every target; series of many pods are summed per version)")
     _add_monitor_flags(mo)
     mo.set_defaults(func=cmd_monitor)
 
@@ -227,7 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--evidence", action="store_true", help="print each event's evidence JSON")
     ev.set_defaults(func=cmd_events)
 
-    dm = sub.add_parser("demo", help="build, serve and query the ranker end to end, then stop")
+    dm = sub.add_parser("demo", help="a bad deploy end to end: real Triton, the sidecar, a fault, "
+                                     "the rollback; prints a timeline and writes a report")
+    dm.add_argument("--scenario", default="errors",
+                    choices=["errors", "latency", "nan", "constant", "dead_stub", "load_failure",
+                             "clean"], help="which fault v2 has (default: %(default)s)")
+    dm.add_argument("--keep", action="store_true",
+                    help="leave Triton, the sidecar and the load running; print the pages' URL")
+    dm.add_argument("--results", default=None, help="where reports go (default: results/)")
     dm.set_defaults(func=cmd_demo)
 
     try:
@@ -243,6 +288,20 @@ def build_parser() -> argparse.ArgumentParser:
         bd = bsub.add_parser("detect", help="score the detector on NAB and synthetic fault traces")
         detect_cli.configure_bench_detect_parser(bd)
         bd.set_defaults(func=cmd_bench_detect)
+        from sentinel.bench import commands as bench_commands
+        for name, text in bench_commands.HELP.items():  # serve, monitor, swap
+            bench_commands.configure(name, bsub.add_parser(name, help=text))
+    if detect_cli is None:  # `bench compression` needs neither the monitor nor its detector
+        bsub = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
+    bc = bsub.add_parser("compression", help="FP32/FP16/INT8 of every model: accuracy, Δ, latency "
+                                             "and speed-up measured side by side, as a Markdown table")
+    bc.add_argument("--model", action="append", choices=["ranker", "seqrec", "search"],
+                    help="only this model (repeatable; default: all three)")
+    bc.add_argument("--out", default=str(ROOT / "docs" / "compression.md"),
+                    help="Markdown file to write (default: %(default)s)")
+    bc.add_argument("--quick", action="store_true",
+                    help="fewer training epochs and benchmark rounds (for tests)")
+    bc.set_defaults(func=cmd_bench_compression)
     return p
 
 

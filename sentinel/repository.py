@@ -39,13 +39,16 @@ def scan(repository: Path) -> list[ModelEntry]:
         versions = tuple(sorted(int(p.name) for p in model_dir.iterdir()
                                 if p.is_dir() and p.name.isdigit()))
         if not versions:
-            raise RepositoryError(model_dir, "has no version directories (build one: "
-                                             f"`sentinel build {model_dir.name}`)")
+            # A model whose versions were never built (git holds only its config and adapter)
+            # is listed without versions; the launcher skips it unless it is asked for by name.
+            models.append(ModelEntry(model_dir.name, ()))
+            continue
         if config.backend == "python":
             for v in versions:
                 if not (model_dir / str(v) / "model.py").is_file():
                     raise RepositoryError(model_dir / str(v), "python backend version without model.py")
         models.append(ModelEntry(model_dir.name, versions))
-    if not models:
-        raise RepositoryError(repository, "contains no models")
+    if not any(m.versions for m in models):
+        raise RepositoryError(repository, "contains no built model versions (build one: "
+                                          "`sentinel build ranker`)")
     return models

@@ -100,17 +100,21 @@ class TritonServer:
         if o.admin_key:
             cmd += [f"--http-restricted-api=model-repository:admin-key={o.admin_key}",
                     f"--grpc-restricted-protocol=model-repository:admin-key={o.admin_key}"]
-        names = o.models if o.models is not None else tuple(m.name for m in self.models)
+        names = o.models if o.models is not None else tuple(m.name for m in self.models
+                                                             if m.versions)
         cmd += [f"--load-model={n}" for n in names]
         return cmd + list(o.extra_args)
 
     def start(self) -> "TritonServer":
         o = self.options
         self.models = scan(o.repository)
-        known = {m.name for m in self.models}
+        known = {m.name: m for m in self.models}
         for name in o.models or ():
             if name not in known:
                 raise TritonStartError(f"model {name!r} is not in {o.repository} (has {sorted(known)})")
+            if not known[name].versions:
+                raise TritonStartError(f"model {name!r} has no built versions in {o.repository}: "
+                                       f"run `sentinel build {name}` first")
         for name, port in (("http", o.http_port), ("grpc", o.grpc_port), ("metrics", o.metrics_port)):
             _check_port(name, port)
         log = open(o.log_path, "ab") if o.log_path else subprocess.DEVNULL

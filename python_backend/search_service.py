@@ -1,0 +1,111 @@
+"""Semantic search as plain library code: query strings in; 384-d L2-normalised MiniLM embeddings and
+the top-k catalogue items (cosine similarity against embeddings precomputed at build time) out.
+Tokenisation happens here, with the tokenizer files published in the version directory, so build and
+serving tokenise with the same files and code."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from python_backend.ranker_features import InvalidRequest
+from python_backend.runners import Runner, RunnerOptions, select_runner
+from python_backend.seqrec_service import parse_k
+from python_backend.topk import top_k
+
+# sentence-transformers' all-MiniLM-L6-v2 truncates at 256 tokens (its sentence_bert_config.json);
+# the same limit keeps served embeddings equal to the reference pipeline's.
+MAX_TOKENS = 256
+MAX_QUERY_BYTES = 2048
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+ITEMS = "items.npz"  # item ids + their embeddings, computed by the build with the published encoder
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    query: str
+    k: int
+
+
+def load_tokenizer(directory: Path):
+    from transformers import AutoTokenizer  # heavy import; only where tokenisation is needed
+    return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+
+
+def tokenise(tokenizer, texts: Sequence[str], max_tokens: int = MAX_TOKENS) -> dict[str, np.ndarray]:
+    """The encoder's ONNX inputs for a batch of texts, padded to the longest."""
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_tokens,
+                    return_tensors="np")
+    return {"input_ids": enc["input_ids"].astype(np.int64),
+            "attention_mask": enc["attention_mask"].astype(np.int64)}
+
+
+def encode(runner_run, tokenizer, texts: Sequence[str], batch: int = 64) -> np.ndarray:
+    """[n, dim] embeddings for many texts in batches (sorted by length, so padding stays short)."""
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    out: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
+    for start in range(0, len(texts), batch):
+        idx = order[start:start + batch]
+        emb = runner_run(tokenise(tokenizer, [texts[i] for i in idx]))["embedding"]
+        for i, e in zip(idx, emb):
+            out[i] = e
+    return np.stack(out).astype(np.float32)
+
+
+def parse_text(tensor: np.ndarray | None, name: str = "query") -> str:
+    """One non-empty UTF-8 string from a BYTES tensor of one element."""
+    if tensor is None:
+        raise InvalidRequest(f"input '{name}' is required (one UTF-8 string)")
+    flat = tensor.reshape(-1)
+    if flat.size != 1:
+        raise InvalidRequest(f"'{name}' must hold exactly one string, got {flat.size}")
+    raw = flat[0]
+    if isinstance(raw, str):
+        raw = raw.encode()
+    if not isinstance(raw, (bytes, np.bytes_)):
+        raise InvalidRequest(f"'{name}' must be a string (BYTES), got {type(raw).__name__}")
+    if len(raw) > MAX_QUERY_BYTES:
+        raise InvalidRequest(f"'{name}' has {len(raw)} bytes; the limit is {MAX_QUERY_BYTES}")
+    try:
+        text = bytes(raw).decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"'{name}' is not valid UTF-8: {exc.reason} at byte {exc.start}") from exc
+    if not text:
+        raise InvalidRequest(f"'{name}' is empty")
+    return text
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    embedding: np.ndarray  # float32 [dim]
+    items: np.ndarray      # int64 [k]
+    scores: np.ndarray     # float32 [k], cosine similarity
+
+
+class SearchService:
+    def __init__(self, version_dir: Path, options: RunnerOptions = RunnerOptions(),
+                 runner: Runner | None = None, tokenizer=None):
+        version_dir = Path(version_dir)
+        self.tokenizer = tokenizer or load_tokenizer(version_dir)
+        self.runner = runner or select_runner(version_dir, options)
+        with np.load(version_dir / ITEMS) as z:
+            self.item_ids = z["item_ids"].astype(np.int64)
+            self.item_embeddings = np.ascontiguousarray(z["embeddings"], dtype=np.float32)
+
+    def parse(self, query: np.ndarray | None, k: np.ndarray | None) -> SearchRequest:
+        return SearchRequest(parse_text(query, "query"), parse_k(k))
+
+    def embed(self, queries: Sequence[str]) -> np.ndarray:
+        return self.runner.run(tokenise(self.tokenizer, queries))["embedding"]
+
+    def search(self, reqs: list[SearchRequest]) -> list[SearchResult]:
+        """All queries of a dynamic batch in one encoder run."""
+        emb = self.embed([r.query for r in reqs])
+        sims = emb @ self.item_embeddings.T
+        out = []
+        for e, s, r in zip(emb, sims, reqs):
+            idx, scores = top_k(s.astype(np.float32), r.k)
+            out.append(SearchResult(e.astype(np.float32), self.item_ids[idx], scores))
+        return out

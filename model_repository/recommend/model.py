@@ -1,12 +1,10 @@
 """Triton adapter for the recommend pipeline (BLS): one request → the seqrec model for candidates and
 P(next) → the ranker for P(like) → filters and top-k (python_backend.recommend_service). The two
 model calls are Triton BLS requests to whatever versions the server currently serves."""
-import json
-from pathlib import Path
-
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from python_backend.adapter import version_setup
 from python_backend.metrics import BackendMetrics
 from python_backend.ranker_features import InvalidRequest
 from python_backend.recommend_service import RecommendService, UpstreamError
@@ -30,9 +28,7 @@ def _call(model, inputs, outputs):
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        version_dir = Path(args["model_repository"]) / args["model_version"]
+        version_dir, _, params = version_setup(args)
         seqrec, ranker = params.get("SEQREC_MODEL", "seqrec"), params.get("RANKER_MODEL", "ranker")
 
         def candidates(history, n):

@@ -1,0 +1,69 @@
+"""What every Python-backend adapter in model_repository/ does the same way: read the config's
+parameters, read each request's tensors once, answer each request on its own (a bad request gets
+an error response, the others in the batch are still served), run the valid ones in one call, and
+count what Triton cannot see. Takes pb_utils as an argument so it imports without Triton."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from python_backend.faults import InjectedFault
+from python_backend.metrics import BackendMetrics
+from python_backend.ranker_features import InvalidRequest
+from python_backend.runners import RunnerOptions
+
+# exception type -> the reason label of sentinel_request_errors_total
+ERROR_REASONS = ((InvalidRequest, "invalid_input"), (InjectedFault, "fault"))
+
+
+def version_setup(args: dict) -> tuple[Path, RunnerOptions, dict[str, str]]:
+    config = json.loads(args["model_config"])
+    params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+    version_dir = Path(args["model_repository"]) / args["model_version"]
+    options = RunnerOptions(intra_op_threads=int(params.get("ORT_INTRA_OP_THREADS", "1")))
+    return version_dir, options, params
+
+
+def read_inputs(request) -> dict[str, np.ndarray]:
+    # One inputs() call per request: pb_utils.get_input_tensor_by_name builds the whole tensor
+    # list again for every name it looks up.
+    return {t.name(): t.as_numpy() for t in request.inputs()}
+
+
+def execute_batch(pb_utils: Any, metrics: BackendMetrics, requests: Sequence,
+                  parse: Callable[[dict], Any], run: Callable[[list], list],
+                  respond: Callable[[Any], tuple[list, np.ndarray | None]]) -> list:
+    """parse(tensors) -> a typed request (raises one of ERROR_REASONS' types for a bad one);
+    run(valid requests) -> one result each; respond(result) -> (output tensors, scores to count)."""
+    def error(reason: str, message: str):
+        metrics.error(reason)
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+
+    responses: list = [None] * len(requests)
+    parsed, slots = [], []
+    for i, request in enumerate(requests):
+        metrics.request()
+        try:
+            parsed.append(parse(read_inputs(request)))
+            slots.append(i)
+        except InvalidRequest as exc:
+            responses[i] = error("invalid_input", f"invalid request: {exc}")
+        except InjectedFault as exc:
+            responses[i] = error("fault", str(exc))
+    if parsed:
+        try:
+            results = run(parsed)
+        except Exception as exc:  # a runtime failure must still answer every request
+            results = None
+            for i in slots:
+                responses[i] = error("runtime", f"model run failed: {exc}")
+        for i, result in zip(slots, results or ()):
+            tensors, scores = respond(result)
+            if scores is not None:
+                metrics.scores(scores)
+            responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
+    metrics.maybe_flush()
+    return responses

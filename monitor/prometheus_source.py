@@ -39,7 +39,7 @@ import requests
 import urllib3
 
 from monitor.records import Scrape
-from monitor.scrape import MAX_BODY_BYTES, parse_metrics
+from monitor.scrape import MAX_BODY_BYTES, parse_metrics, read_bounded
 
 # Label added to the timestamp series so they cannot collide with the `up` series in `or`
 # (set operators match label sets without the metric name).
@@ -183,16 +183,9 @@ class PrometheusSource:
             # 400/422/503 carry a JSON error body worth reporting; anything else is not Prometheus.
             if resp.status_code not in (200, 400, 422, 503):
                 raise _QueryError(f"HTTP {resp.status_code} from {self.url}/api/v1/query")
-            chunks, size = [], 0
-            while chunk := resp.raw.read1(65536, decode_content=True):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > self._max_body_bytes:
-                    raise _QueryError(f"response larger than {self._max_body_bytes} bytes")
-                if time.monotonic() - started > self._timeout:
-                    raise _QueryError(f"timeout after {self._timeout:g}s reading the body")
+            body = read_bounded(resp, self._max_body_bytes, started, self._timeout, _QueryError)
         try:
-            return json.loads(b"".join(chunks))
+            return json.loads(body)
         except ValueError as exc:
             raise _QueryError(f"HTTP {resp.status_code}, body is not JSON: {exc}") from exc
 

@@ -39,6 +39,22 @@ _SCORE = "sentinel_output_score"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
+def read_bounded(resp, max_bytes: int, started: float, timeout_s: float,
+                 error: type[Exception]) -> bytes:
+    """The body of a streamed response, refusing one that is too large or that trickles in past
+    the timeout (requests' timeout bounds each socket wait, not the whole transfer)."""
+    chunks, size = [], 0
+    # read1 returns whatever has arrived (iter_content would block until a chunk is full).
+    while chunk := resp.raw.read1(65536, decode_content=True):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > max_bytes:
+            raise error(f"response larger than {max_bytes} bytes")
+        if time.monotonic() - started > timeout_s:
+            raise error(f"timeout after {timeout_s:g}s reading the body")
+    return b"".join(chunks)
+
+
 def _base_name(name: str) -> str:
     return name[: -len("_total")] if name.endswith("_total") else name
 
@@ -201,16 +217,7 @@ class Scraper:
         with self._session.get(self.url, timeout=self._timeout, stream=True) as resp:
             if resp.status_code != 200:
                 raise _FetchError(f"HTTP {resp.status_code} from {self.url}")
-            chunks, size = [], 0
-            # read1 returns whatever has arrived (iter_content would block until a chunk is full).
-            while chunk := resp.raw.read1(65536, decode_content=True):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > self._max_body_bytes:
-                    raise _FetchError(f"response larger than {self._max_body_bytes} bytes")
-                if time.monotonic() - started > self._timeout:
-                    raise _FetchError(f"timeout after {self._timeout:g}s reading the body")
-            return b"".join(chunks)
+            return read_bounded(resp, self._max_body_bytes, started, self._timeout, _FetchError)
 
     def _failed(self, error: str, started: float) -> Scrape:
         return Scrape(

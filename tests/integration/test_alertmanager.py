@@ -22,6 +22,7 @@ from monitor.alert import Alerter
 from monitor.records import Alert
 from monitor.sidecar import Sidecar
 from sentinel.triton import free_port
+from tests.integration.daemons import terminate, wait_ready
 from tests.integration.monitor_harness import ADMIN_KEY, sidecar_config
 
 pytestmark = pytest.mark.integration
@@ -66,25 +67,11 @@ def running_alertmanager(workdir: Path, receiver_url: str) -> Iterator[Alertmana
                                 stdout=out, stderr=subprocess.STDOUT)
     server = AlertmanagerServer(f"http://127.0.0.1:{port}", log)
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, f"alertmanager exited:\n{log.read_text()[-2000:]}"
-            try:
-                if requests.get(f"{server.url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        else:
-            raise AssertionError(f"alertmanager not ready:\n{log.read_text()[-2000:]}")
+        wait_ready(proc, log, "alertmanager",
+                   lambda: requests.get(f"{server.url}/-/ready", timeout=1).status_code == 200, 20)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
 
 
 @pytest.fixture

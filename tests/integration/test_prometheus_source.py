@@ -28,6 +28,7 @@ from monitor.sidecar import Sidecar, metrics_source
 from sentinel.client import RankerClient
 from sentinel.load import LoadGenerator
 from sentinel.triton import free_port
+from tests.integration.daemons import terminate, wait_ready
 from tests.integration.monitor_harness import ADMIN_KEY, sidecar_config
 
 # ---------------------------------------------------------------------- pure: query and vector
@@ -222,25 +223,11 @@ def running_prometheus(workdir: Path, targets: dict[str, str]) -> Iterator[Prome
     try:
         # Ready, then every target scraped once: static targets reach the scrape loop only with
         # the discovery manager's first update, ~5 s after start.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, f"prometheus exited:\n{log.read_text()[-2000:]}"
-            try:
-                if len(server.query("up")) == len(targets):
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        else:
-            raise AssertionError(f"prometheus never scraped its targets:\n{log.read_text()[-2000:]}")
+        wait_ready(proc, log, "prometheus", lambda: len(server.query("up")) == len(targets), 30,
+                   what="never scraped its targets", step_s=0.2)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
 
 
 @pytest.mark.integration

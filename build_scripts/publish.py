@@ -12,6 +12,7 @@ from pathlib import Path
 from tritonclient.grpc import model_config_pb2 as mc
 
 from build_scripts.triton_config import read_pbtxt, to_pbtxt
+from sentinel.desired_state import DesiredStateStore
 
 MANIFEST = "manifest.json"
 
@@ -54,7 +55,7 @@ def publish(repository: Path, config: mc.ModelConfig, files: dict[str, Path], ma
     model_dir.mkdir(parents=True, exist_ok=True)
     config_path = model_dir / "config.pbtxt"
     text = to_pbtxt(config)
-    if config_path.exists() and read_pbtxt(config_path) != config:
+    if config_path.exists() and _contract(read_pbtxt(config_path)) != _contract(config):
         raise PublishError(f"{config_path} differs from the config this build generates; "
                            "publishing would change the serving contract of existing versions")
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
@@ -70,17 +71,28 @@ def publish(repository: Path, config: mc.ModelConfig, files: dict[str, Path], ma
             tmp.write_text(text)
             os.replace(tmp, config_path)
         for _ in range(100):
-            version = (versions(model_dir) or [0])[-1] + 1
+            before = versions(model_dir)
+            version = (before or [0])[-1] + 1
             try:
                 os.rename(staging, model_dir / str(version))
             except OSError:
                 continue
             manifest = {**manifest, "version": version}
+            # What serves is a decision of the desired state, never a side effect of publishing.
+            DesiredStateStore(repository).initialise_on_publish(config.name, str(version), before)
             return Published(config.name, version, model_dir / str(version), manifest)
         raise PublishError(f"could not claim a new version number in {model_dir}")
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _contract(config: mc.ModelConfig) -> mc.ModelConfig:
+    """The config without its version_policy, which the desired state owns (sentinel.desired_state)."""
+    out = mc.ModelConfig()
+    out.CopyFrom(config)
+    out.ClearField("version_policy")
+    return out
 
 
 def read_manifest(version_dir: Path) -> dict:

@@ -44,7 +44,7 @@ class RepositoryClient:
         self.repository = Path(repository)
         self._headers = {"admin-key": admin_key} if admin_key else {}
         self._session = session or requests.Session()
-        self._timeout = timeout_s
+        self._timeout = self.timeout_s = timeout_s
         self._clock = clock
 
     def index(self) -> list[tuple[str, VersionState]]:

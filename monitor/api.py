@@ -12,6 +12,7 @@ from monitor.openapi import openapi_document
 from monitor.operator import OperatorError, perform
 from monitor.records import Event
 from monitor.web import clean
+from sentinel import desired_state
 
 api = Blueprint("api", __name__)
 
@@ -142,7 +143,7 @@ def _body() -> dict:
     return data
 
 
-@api.post("/api/models/<model>/<any(rollback, promote, pin, unpin, ack, mark_good):action>")
+@api.post("/api/models/<model>/<any(deploy, rollback, promote, pin, unpin, ack, mark_good):action>")
 def control(model: str, action: str):
     check_token(request.headers.get("X-Sentinel-Token"))
     body = _body()
@@ -150,11 +151,25 @@ def control(model: str, action: str):
     reason = body.get("reason", "")
     if not isinstance(reason, str):
         abort(400, description="'reason' must be a string")
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        abort(400, description="'force' must be true or false")
     actor = request.headers.get("X-Sentinel-Actor", "api")
     try:
         result = perform(poller(), event_log(), model, action, version=version, actor=actor,
-                         reason=reason)
+                         reason=reason, force=force)
     except OperatorError as exc:
         return jsonify(error=exc.message), exc.status
     return jsonify(ok=True, model=result.model, action=result.action, version=result.version,
-                   detail=result.detail, seconds=result.seconds)
+                   detail=result.detail, seconds=result.seconds, generation=result.generation)
+
+
+@api.get("/api/models/<model>/desired")
+def desired(model: str):
+    p = poller()
+    with p.lock:
+        rt = _runtime(model)
+        state, error = rt.desired, rt.desired_error
+    if state is None:
+        return jsonify(model=model, desired=None, error=error)
+    return jsonify(model=model, desired=clean(desired_state.to_dict(state)), error=error)

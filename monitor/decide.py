@@ -163,9 +163,23 @@ def _stub_trouble(
 
 def _probe_mismatch(inputs: DecisionInputs, policy: Policy) -> _Verdict | None:
     probes = _recent_probes(inputs, policy, inputs.served_version)
-    if not probes or probes[-1].status != "mismatch":
-        return None  # a later ok probe supersedes an earlier mismatch
+    if not probes:
+        return None
     latest = probes[-1]
+    failing = _trailing_answered_failures(probes)
+    if len(failing) >= policy.probe_failure_limit:
+        # Triton answered the golden requests with errors: evidence about the version itself,
+        # whether or not its metrics count the failures (an error response counts as a success).
+        return _Verdict(
+            "degraded",
+            "rollback",
+            f"golden-set probes of served version {inputs.served_version} failed "
+            f"{len(failing)} times in a row: {latest.detail[:200]}",
+            target=inputs.last_known_good,
+            evidence=tuple(failing),
+        )
+    if latest.status != "mismatch":
+        return None  # a later ok probe supersedes an earlier mismatch
     return _Verdict(
         "degraded",
         "rollback",
@@ -413,6 +427,16 @@ def _probes_since_reload(inputs: DecisionInputs, policy: Policy) -> list[ProbeRe
     reload = _last_action(inputs, "reload", inputs.served_version)
     probes = _recent_probes(inputs, policy, inputs.served_version)
     return [p for p in probes if reload is None or p.ts >= reload.ts]
+
+
+def _trailing_answered_failures(probes: Sequence[ProbeResult]) -> list[ProbeResult]:
+    """The newest run of probes the version answered with HTTP 5xx (a dead stub is _dead_stub's)."""
+    out: list[ProbeResult] = []
+    for p in reversed(probes):
+        if not p.answered_failure or all(m in p.detail for m in _DEAD_STUB_MARKERS):
+            break
+        out.append(p)
+    return out[::-1]
 
 
 def _trailing_timeouts(probes: Sequence[ProbeResult]) -> list[ProbeResult]:

@@ -1,12 +1,18 @@
-"""Operator actions (rollback, promote, pin, unpin, mark good, ack) with their safety checks. Shared
-by the JSON API and the page forms, so both refuse the same unsafe requests with the same words."""
+"""Operator actions (deploy, rollback, promote, pin, unpin, mark good, ack) with their safety checks.
+Shared by the JSON API and the page forms, so both refuse the same unsafe requests with the same
+words. Every action that changes what serves records the intent in the desired state first, then
+activates through the poller's actuator and waits for the outcome; none holds the poller's lock
+while Triton works."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from monitor.actuator import ActionRequest
 from monitor.records import Event
+from sentinel import desired_state as ds
 
-ACTIONS = ("rollback", "promote", "pin", "unpin", "mark_good", "ack")
+ACTIONS = ("deploy", "rollback", "promote", "pin", "unpin", "mark_good", "ack")
+_SWITCHES = ("deploy", "rollback", "promote")
 
 
 class OperatorError(Exception):
@@ -23,6 +29,7 @@ class OperatorResult:
     version: str | None
     detail: str
     seconds: float | None = None
+    generation: int | None = None
 
 
 def _runtime(poller, model: str):
@@ -47,63 +54,123 @@ def _failed_golden(rt, version: str) -> bool:
     return any(p.version == version and p.status == "mismatch" for p in rt.probes)
 
 
+def _check_switch(rt, action: str, target: str, force: bool) -> None:
+    if target == rt.served:
+        raise OperatorError(409, f"version {target} already serves {rt.name}")
+    if rt.pinned is not None and rt.pinned != target:
+        raise OperatorError(409, f"{rt.name} is pinned to version {rt.pinned}; unpin it first")
+    if rt.pending is not None:
+        raise OperatorError(409, f"a switch of {rt.name} to version {rt.pending} is in progress")
+    if _failed_golden(rt, target):
+        raise OperatorError(409, f"version {target} failed its golden-set probe; refusing to "
+                                 "serve it")
+    rejection = rt.desired.rejection(target) if rt.desired is not None else None
+    if rejection is not None and not (action == "deploy" and force):
+        raise OperatorError(409, f"version {target} was rolled back ({rejection.reason[:200]}); "
+                                 "publish a fixed version instead (or deploy it with force)")
+    state = next((s for s in rt.states if s.version == target), None)
+    if state is not None and state.state == "UNAVAILABLE" and state.reason \
+            and state.reason != "unloaded":
+        raise OperatorError(409, f"version {target} failed to load: {state.reason[:200]}")
+
+
 def perform(poller, events, model: str, action: str, version=None, actor: str = "operator",
-            reason: str = "") -> OperatorResult:
+            reason: str = "", force: bool = False) -> OperatorResult:
     """Validate and carry out one operator action; raises OperatorError (HTTP-style status)."""
     if action not in ACTIONS:
         raise OperatorError(400, f"unknown action {action!r}; one of {ACTIONS}")
     actor = (actor or "operator")[:80]
     reason = (reason or "")[:500]
+    published = poller.repository_versions(model)
     with poller.lock:
         rt = _runtime(poller, model)
-        published = poller.repository_versions(model)
-        if action in ("rollback", "promote"):
-            default = rt.known.known_good if action == "rollback" else None
+        if poller.desired_store is not None and rt.desired is None and action != "ack":
+            raise OperatorError(409, f"{model} has no desired state yet (the sidecar writes it on "
+                                     "its first cycle); try again in a second")
+        served = rt.served
+        if action in _SWITCHES:
+            default = rt.rollback_target if action == "rollback" else None
+            if action == "rollback" and version is None and default is None:
+                raise OperatorError(409, f"{model} has no other known-good version to roll back to")
             target = _version(rt, published, version if version is not None else default)
-            if target == rt.served:
-                raise OperatorError(409, f"version {target} already serves {model}")
-            if rt.pinned is not None and rt.pinned != target:
-                raise OperatorError(409, f"{model} is pinned to version {rt.pinned}; unpin it first")
-            if _failed_golden(rt, target):
-                raise OperatorError(409, f"version {target} failed its golden-set probe; refusing to "
-                                         "serve it")
-            if target in rt.rolled_back_from:
-                raise OperatorError(409, f"version {target} was rolled back "
-                                         f"({rt.rolled_back_from[target][:200]}); publish a fixed "
-                                         "version instead")
-            state = next((s for s in rt.states if s.version == target), None)
-            if state is not None and state.state == "UNAVAILABLE" and state.reason \
-                    and state.reason != "unloaded":
-                raise OperatorError(409, f"version {target} failed to load: {state.reason[:200]}")
-            outcome = poller.operator_load(model, target, actor, reason or f"{action} by {actor}",
-                                           kind=action)
-            if not outcome.ok:
-                # Triton keeps the previous version served when a load fails: refuse, do not 5xx.
-                raise OperatorError(409, f"version {target} did not load, version {rt.served} "
-                                         f"still serves: {outcome.detail}")
-            return OperatorResult(model, action, target, f"version {target} now serves {model}",
-                                  outcome.seconds)
-        if action == "pin":
-            target = _version(rt, published, version if version is not None else rt.served)
-            rt.pinned = target
-            detail = f"{actor} pinned version {target}"
-        elif action == "unpin":
-            target, rt.pinned = None, None
-            detail = f"{actor} unpinned {model}"
-        elif action == "mark_good":
-            target = _version(rt, published, version if version is not None else rt.served)
-            if _failed_golden(rt, target):
+            _check_switch(rt, action, target, force)
+            rt.pending = target  # the reconcile step must not race the operator's own switch
+        elif action in ("pin", "mark_good"):
+            target = _version(rt, published, version if version is not None else served)
+            if action == "mark_good" and _failed_golden(rt, target):
                 raise OperatorError(409, f"version {target} failed its golden-set probe")
-            rt.operator_mark = target
-            rt.known = type(rt.known)(known_good=target, candidate=rt.known.candidate,
-                                      healthy_since=rt.known.healthy_since)
-            detail = f"{actor} marked version {target} as known good"
-        else:  # ack
-            target = rt.served
+        elif action == "unpin":
+            target = None
+        else:  # ack: about alerts of this sidecar, not about what serves
+            target = served
             if rt.decision is None or rt.decision.phase == "healthy":
                 raise OperatorError(409, f"{model} has nothing to acknowledge (healthy)")
             rt.acked = (rt.decision.phase, rt.decision.reason, actor)
             detail = f"{actor} acknowledged: {rt.decision.reason[:200]}"
-    events.append(Event(poller.clock(), model, target, "operator", action=action, actor=actor,
-                        reason=detail + (f" ({reason})" if reason else "")))
-    return OperatorResult(model, action, target, detail)
+        baseline = poller.judge.baseline_of(rt, poller.clock()) \
+            if action in ("mark_good", "promote") and target == served else {}
+    if action == "ack":
+        events.append(Event(poller.clock(), model, target, "operator", action=action, actor=actor,
+                            reason=detail + (f" ({reason})" if reason else "")))
+        return OperatorResult(model, action, target, detail)
+    why = reason or f"{action} by {actor}"
+    now = poller.clock()
+    try:
+        state = _write_intent(poller, model, action, target, served, actor, why, now, baseline)
+    except OperatorError:
+        with poller.lock:
+            if action in _SWITCHES:
+                rt.pending = None
+        raise
+    if action not in _SWITCHES:
+        detail = {"pin": f"{actor} pinned version {target}", "unpin": f"{actor} unpinned {model}",
+                  "mark_good": f"{actor} marked version {target} as known good"}[action]
+        events.append(Event(now, model, target, "operator", action=action, actor=actor,
+                            reason=detail + (f" ({reason})" if reason else "")))
+        return OperatorResult(model, action, target, detail,
+                              generation=state.generation if state else None)
+    events.append(Event(now, model, target, "operator", action=action, actor=actor,
+                        reason=f"{actor}: {action} to version {target} (desired state generation "
+                               f"{state.generation if state else '-'})" + (f" ({reason})" if reason else "")))
+    result = poller.converge(ActionRequest(model, target, action, f"operator {actor}: {why}",
+                                           actor=actor, from_version=served, submitted_at=now))
+    if result is None:
+        raise OperatorError(409, f"another switch of {model} is in progress; the desired state says "
+                                 f"version {target}, which the sidecar will converge to")
+    if not result.outcome.ok:
+        # Triton keeps the previous version served when a load fails: refuse, do not 5xx.
+        raise OperatorError(409, f"version {target} did not load, version {served} still "
+                                 f"serves: {result.outcome.detail}")
+    return OperatorResult(model, action, target, f"version {target} now serves {model}",
+                          result.outcome.seconds, state.generation if state else None)
+
+
+def _write_intent(poller, model: str, action: str, target: str | None, served: str | None,
+                  actor: str, why: str, now: float, baseline: dict):
+    def change(s):
+        if s is None:
+            return None
+        if action == "deploy":
+            return ds.deploy(s, target, now, actor)
+        if action == "rollback":
+            if served is None:
+                return ds.deploy(s, target, now, actor)
+            return ds.reject(s, served, target, f"operator {actor}: {why}", now, actor)
+        if action == "promote":
+            return ds.mark_known_good(ds.deploy(s, target, now, actor), target, now, actor, baseline)
+        if action == "pin":
+            return ds.pin(s, target, now, actor)
+        if action == "unpin":
+            return ds.pin(s, None, now, actor)
+        return ds.mark_known_good(s, target, now, actor, baseline)  # mark_good
+
+    store = poller.desired_store
+    if store is None:
+        return None
+    try:
+        state = store.update(model, change)
+    except ds.DesiredStateError as exc:
+        raise OperatorError(409, f"the desired state could not be written: {exc}") from exc
+    with poller.lock:
+        poller.runtime(model).desired = state
+    return state

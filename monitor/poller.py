@@ -1,114 +1,44 @@
-"""One monitoring cycle: scrape → store → detect → decide → act → record → alert.
+"""One monitoring cycle: scrape → store → observe → judge → decide → desired state → reconcile.
 
-This is the thin shell around the pure parts (store, detect, decide); it owns the per-model state
-that the decision needs (served version, activation time, last known good, actions, probes)."""
+The thin shell around the pure parts. Network and file I/O (scrape, repository index, probes,
+desired-state writes, the event log) happen outside `lock`; under it only computation, so pages
+and the API never wait on Triton. Loads run on the actuator's threads and alerts leave through a
+bounded queue, so neither can hold a cycle. Each model's part of a cycle is isolated: one model's
+exception becomes that model's error event and the others go on."""
 from __future__ import annotations
 
-import collections
-import copy
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
-from monitor.act import ActionOutcome, RepositoryApiError, RepositoryClient
-from monitor.decide import decide, update_known_good
-from monitor.detect import SIGNAL_PRESETS, DetectorConfig, OnlineDetector
+from monitor.act import RepositoryApiError, RepositoryClient
+from monitor.actuator import ActionRequest, ActionResult, Actuator
+from monitor.alert_queue import AlertQueue
+from monitor.detect import DetectorConfig
+from monitor.judge import Judge, Judgement
 from monitor.probe import GoldenProber
-from monitor.records import (ActionRecord, Alert, Decision, DecisionInputs, Detection, Event,
-                             KnownGoodState, Policy, ProbeResult, Scrape, VersionState,
-                             detection_from_change_point)
+from monitor.reconcile import Observed, Step, plan, published_versions
+from monitor.records import ActionRecord, Alert, Decision, Event, Policy, Scrape, VersionState
+from monitor.runtime import (PHASES, WATCHED_SIGNALS, ModelRuntime, MonitorMetrics,
+                             default_detector_configs)
 from monitor.scrape import Scraper
 from monitor.store import SeriesStore
+from sentinel import desired_state as ds
 
 log = logging.getLogger("sentinel.monitor")
 
-WATCHED_SIGNALS = ("error_rate", "nan_rate", "latency_ms", "score_mean", "score_std")
-PHASES = ("healthy", "degraded", "inconclusive", "error")
+__all__ = ["Poller", "WATCHED_SIGNALS", "PHASES", "MonitorMetrics", "default_detector_configs"]
 
 
 class EventSink(Protocol):
-    def append(self, event: Event) -> Event: ...
+    def append(self, event: Event) -> int | Event: ...
 
 
 class AlertSink(Protocol):
     def send(self, alert: Alert): ...
-
-
-@dataclass
-class ModelRuntime:
-    """What the poller remembers about one model between cycles."""
-    name: str
-    detectors: dict[str, OnlineDetector]
-    served: str | None = None
-    activated_at: float | None = None
-    known: KnownGoodState = field(default_factory=KnownGoodState)
-    requested: str | None = None
-    states: tuple[VersionState, ...] = ()
-    actions: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
-    probes: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20))
-    detections: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
-    requested_at: float = 0.0
-    load_failures_seen: set = field(default_factory=set)
-    pinned: str | None = None
-    frozen: bool = False
-    operator_mark: str | None = None
-    decision: Decision | None = None
-    acked: tuple | None = None  # (phase, reason, actor) an operator acknowledged
-    rolled_back_from: dict = field(default_factory=dict)  # version -> why it was rolled back
-    last_probe_at: float = float("-inf")
-    last_fed_ts: float = float("-inf")
-    # detector sample index -> timestamp, to turn a change point's index into a time
-    index_ts: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))
-    fed: int = 0
-    # Detector state from just before the latest activation, kept so that a rollback to the
-    # previous version resumes with its warm baseline instead of a blind warm-up period.
-    snapshot: tuple | None = None
-
-
-class MonitorMetrics:
-    """The sidecar's own /metrics, on a registry of its own (never the global one)."""
-
-    def __init__(self, registry: CollectorRegistry):
-        self.registry = registry
-        self.cycles = Counter("sentinel_monitor_cycles", "Monitoring cycles run", registry=registry)
-        self.cycle_seconds = Histogram("sentinel_monitor_cycle_seconds", "Wall time of one cycle",
-                                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-                                       registry=registry)
-        self.scrape_errors = Counter("sentinel_monitor_scrape_errors", "Failed metrics scrapes",
-                                     registry=registry)
-        self.detections = Counter("sentinel_monitor_detections", "Change points detected",
-                                  ["model", "signal"], registry=registry)
-        self.phase = Gauge("sentinel_monitor_phase", "1 for the current phase of each model",
-                           ["model", "phase"], registry=registry)
-        self.actions = Counter("sentinel_monitor_actions", "Actions taken", ["model", "action",
-                                                                              "outcome"],
-                               registry=registry)
-        self.last_action = Gauge("sentinel_monitor_last_action_timestamp_seconds",
-                                 "Unix time of the last action", ["model"], registry=registry)
-        self.served = Gauge("sentinel_monitor_served_version", "Version currently served",
-                            ["model"], registry=registry)
-
-
-def default_detector_configs(overrides: dict[str, dict] | None = None) -> dict[str, DetectorConfig]:
-    """The presets, with config overrides: "default" applies to every watched signal first."""
-    from monitor.config import ConfigError
-    overrides = dict(overrides or {})
-    configs = {s: SIGNAL_PRESETS[s] for s in WATCHED_SIGNALS}
-    for signal in ["default"] + [k for k in overrides if k != "default"]:
-        if signal not in overrides:
-            continue
-        if signal != "default" and signal not in configs:
-            raise ConfigError(f"detectors.{signal}: the sidecar watches only {WATCHED_SIGNALS}")
-        for name in ([signal] if signal != "default" else list(configs)):
-            try:
-                configs[name] = replace(configs[name], **dict(overrides[signal]))
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"detectors.{signal}: {exc}") from exc
-    return configs
 
 
 class Poller:
@@ -118,9 +48,11 @@ class Poller:
                  detector_configs: dict[str, DetectorConfig] | None = None,
                  probe_interval_s: float = 5.0, interval_s: float = 1.0,
                  registry: CollectorRegistry | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 desired: ds.DesiredStateStore | None = None,
+                 actuator: Actuator | None = None):
         self.scraper, self.repo, self.prober = scraper, repo, prober
-        self.events, self.alerter = events, alerter
+        self.events = events
         self.store = store or SeriesStore(clock=clock)
         self.policy = policy
         self.detector_configs = detector_configs or default_detector_configs()
@@ -128,36 +60,71 @@ class Poller:
         self.interval_s = interval_s
         self.metrics = MonitorMetrics(registry or CollectorRegistry())
         self.clock = clock
+        repository = getattr(repo, "repository", None)
+        # Without a repository on disk (the cycle benchmark) the poller judges but keeps no
+        # desired state; the sidecar always has one.
+        self.desired_store = desired if desired is not None else (
+            ds.DesiredStateStore(repository, clock) if repository is not None else None)
+        self.actuator = actuator or Actuator(repo, prober, clock=clock)
+        self.alerts = AlertQueue(alerter, on_drop=lambda a: self.metrics.alerts_dropped.inc()) \
+            if alerter is not None else None
+        self.judge = Judge(self.store, policy, self.detector_configs, self.metrics, interval_s)
+        self.judgement_s = self.judge.judgement_s
         self.models: dict[str, ModelRuntime] = {}
         self.last_scrape: Scrape | None = None
         self.index_error: str | None = None
+        self.started_at = clock()
         self._fresh: set[tuple[str, str]] = set()
-        self.lock = threading.RLock()  # web threads read models/decisions while a cycle runs
-        self.judgement_s = interval_s * max(
-            c.test_window + c.persistence + 5 for c in self.detector_configs.values())
+        self._index_known = False
+        self._outbox: list[Event] = []
+        self.lock = threading.RLock()  # web threads read models/decisions; held for computation only
+        for model in self.repository_models():
+            self._refresh_desired(model)
 
     # ------------------------------------------------------------------ state
 
     def runtime(self, model: str) -> ModelRuntime:
         rt = self.models.get(model)
         if rt is None:
-            rt = ModelRuntime(model, self._new_detectors())
+            rt = ModelRuntime(model, self.judge.new_detectors())
             self.models[model] = rt
         return rt
 
-    def _new_detectors(self) -> dict[str, OnlineDetector]:
-        return {s: OnlineDetector(c) for s, c in self.detector_configs.items()}
+    def repository_models(self) -> list[str]:
+        """Model directories of the repository that hold at least one version."""
+        if self.desired_store is None or not self.desired_store.repository.is_dir():
+            return []
+        return sorted(p.name for p in self.desired_store.repository.iterdir()
+                      if p.is_dir() and not p.name.startswith(".")
+                      and any(c.is_dir() and c.name.isdigit() for c in p.iterdir()))
 
-    def restore(self, known_good: dict[str, str], pinned: dict[str, str],
-                frozen: set[str]) -> None:
-        """State that must survive a sidecar restart, read back from the event log."""
+    def repository_versions(self, model: str) -> list[str]:
+        """Versions published on disk, loaded or not (Triton's index lists only those it tried)."""
+        model_dir = self.repo.repository / model
+        if not model_dir.is_dir():
+            return []
+        return list(published_versions([p.name for p in model_dir.iterdir() if p.is_dir()]))
+
+    def _refresh_desired(self, model: str) -> ds.DesiredState | None:
+        """Re-read one model's desired state (file I/O: call without the lock)."""
+        if self.desired_store is None:
+            return None
+        try:
+            state, error = self.desired_store.read(model), None
+        except ds.DesiredStateError as exc:
+            state, error = None, str(exc)
         with self.lock:
-            for model, version in known_good.items():
-                self.runtime(model).known = KnownGoodState(known_good=version)
-            for model, version in pinned.items():
-                self.runtime(model).pinned = version
-            for model in frozen:
-                self.runtime(model).frozen = True
+            rt = self.runtime(model)
+            if error is not None and error != rt.desired_error:
+                self._emit(Event(self.clock(), model, None, "desired_error", reason=error))
+            rt.desired_error = error
+            if error is None:
+                rt.desired = state
+            if rt.desired is not None:
+                if rt.desired.version and rt.desired.version.isdigit():
+                    self.metrics.desired.labels(model).set(int(rt.desired.version))
+                self.metrics.generation.labels(model).set(rt.desired.generation)
+            return rt.desired
 
     # ------------------------------------------------------------------ the cycle
 
@@ -165,245 +132,388 @@ class Poller:
         started = time.perf_counter()
         scrape = self.scraper.scrape()
         self.store.add(scrape)
+        index_at = self.clock()
+        entries, index_error = self._fetch_index()
+        finished = self.actuator.drain()
+        in_flight = self.actuator.in_flight()
+        names = set(self.repository_models()) | {m for m, _ in entries or ()}
+        for model in sorted(names | set(self.models)):
+            self._refresh_desired(model)
         with self.lock:
             self.last_scrape = scrape
             if not scrape.ok:
                 self.metrics.scrape_errors.inc()
-            self._refresh_index()
+            follow_up = [r for r in finished if self._apply_result(r)]
+            self._apply_index(entries, index_error, index_at, finished, in_flight)
             now = self.clock()
             # Series with fresh data, counted once per cycle rather than once per model.
             self._fresh = {(m, v) for (m, v) in self.store.versions()
                            if (last := self.store.last_sample_at(m, v)) is not None
                            and now - last <= self.policy.stale_after_s}
-            decisions = [self._model_cycle(rt) for rt in list(self.models.values())]
+            due = [(rt.name, rt.served) for rt in self.models.values()
+                   if rt.served is not None and rt.pending is None
+                   and now - rt.last_probe_at >= self.probe_interval_s]
+            for model, _ in due:
+                self.models[model].last_probe_at = now
+        self._flush()
+        for result in follow_up:
+            self._guarded(result.request.model, "desired state", self._after_failed_deploy, result)
+        probes = [self._guarded(m, "probe", self.prober.probe, m, v) for m, v in due]
+        judgements: dict[str, Judgement] = {}
+        with self.lock:
+            for probe in probes:
+                if probe is not None:
+                    self._add_probe(probe)
+            for rt in list(self.models.values()):
+                judged = self._guarded(rt.name, "judgement", self._judge, rt)
+                if judged is not None:
+                    judgements[rt.name] = judged
+        self._flush()
+        for model, judged in judgements.items():
+            self._guarded(model, "action", self._carry_out, model, judged)
+        for model in list(self.models):
+            self._guarded(model, "reconcile", self.reconcile, model)
+        self._flush()
         self.metrics.cycles.inc()
         self.metrics.cycle_seconds.observe(time.perf_counter() - started)
-        return decisions
+        return [j.decision for j in judgements.values()]
 
-    def _refresh_index(self) -> None:
-        now = self.clock()
+    def _guarded(self, model: str, stage: str, fn, *args):
+        """Run one model's stage; an exception is that model's error event, not the cycle's end."""
         try:
-            entries = self.repo.index()
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - isolation is the point; it is recorded below
+            log.exception("%s of model %s failed", stage, model)
+            self.metrics.model_errors.labels(model).inc()
+            self._record(Event(self.clock(), model, None, "error", phase="error",
+                               reason=f"{stage} failed: {type(exc).__name__}: {exc}"[:2000]))
+            return None
+
+    def _fetch_index(self) -> tuple[list[tuple[str, VersionState]] | None, str | None]:
+        try:
+            return self.repo.index(), None
         except RepositoryApiError as exc:
+            return None, str(exc)
+
+    def _apply_index(self, entries, error: str | None, index_at: float,
+                     finished: list[ActionResult], in_flight: dict[str, str]) -> None:
+        now = self.clock()
+        if error is not None:
             if self.index_error is None:
-                self._record(Event(now, "*", None, "index_error", reason=str(exc)))
-            self.index_error = str(exc)
+                self._emit(Event(now, "*", None, "index_error", reason=error))
+            self.index_error = error
+            self._index_known = False
             return  # keep the last known states; decide sees stale data as inconclusive
         self.index_error = None
-        by_model: dict[str, list[VersionState]] = collections.defaultdict(list)
+        self._index_known = True
+        by_model: dict[str, list[VersionState]] = {}
         for model, state in entries:
-            by_model[model].append(state)
-        for model, states in by_model.items():
+            by_model.setdefault(model, []).append(state)
+        for model in set(by_model) | set(self.models):
             rt = self.runtime(model)
-            rt.states = tuple(sorted(states, key=lambda s: int(s.version) if s.version.isdigit() else -1))
-            ready = [s.version for s in rt.states if s.state == "READY"]
-            served = max(ready, key=int) if ready else rt.served
-            if served != rt.served:
-                previous = rt.served
-                if previous is not None:
-                    rt.snapshot = (previous, copy.deepcopy(rt.detectors), list(rt.index_ts), rt.fed)
-                rt.served, rt.activated_at = served, now
-                self._record(Event(now, model, served, "activation",
-                                   reason=f"version {served} now serves (was {previous})",
-                                   evidence={"previous": previous}))
-            newest = max((s for s in rt.states if s.version.isdigit()), key=lambda s: int(s.version),
-                         default=None)
-            # "unloaded" is how Triton lists a version it let go of normally (e.g. after a switch)
-            if newest is not None and newest.state == "UNAVAILABLE" and newest.version != rt.served \
-                    and newest.reason and newest.reason != "unloaded" \
-                    and (newest.version, newest.reason) not in rt.load_failures_seen:
-                rt.load_failures_seen.add((newest.version, newest.reason))
-                rt.requested, rt.requested_at = newest.version, now
-                self._record(Event(now, model, newest.version, "load_failure",
-                                   reason=f"version {newest.version} failed to load; "
-                                          f"version {rt.served} stays served",
-                                   evidence={"reason": newest.reason[-2000:]}))
+            rt.states = tuple(sorted(by_model.get(model, ()),
+                                     key=lambda s: int(s.version) if s.version.isdigit() else -1))
+            ours = model in in_flight or rt.pending is not None or any(
+                r.request.model == model and r.finished_at >= index_at for r in finished)
+            if ours:
+                continue  # our own action is switching it; its result says what serves
+            ready = [s.version for s in rt.states if s.state == "READY" and s.version.isdigit()]
+            served = max(ready, key=int) if ready else None
+            first = not rt.observed_once
+            rt.observed_once = True
+            if served is None:
+                rt.served = None  # nothing serves: the reconcile step loads the desired version
+            elif served != rt.served:
+                previous = rt.served or rt.last_served
+                rt.snapshot_current()
+                rt.served = served
+                if served != previous or first:
+                    # Not by us: someone loaded it through Triton's API, or this sidecar just
+                    # started. The reconcile step decides whether that is a deploy under watch.
+                    rt.external = True
+                    rt.activated_at = (rt.desired.watch.since if first and rt.under_watch
+                                       else now)
+                    self._emit(Event(now, model, served, "activation",
+                                     reason=(f"version {served} serves (first seen by this sidecar)"
+                                             if first or previous is None
+                                             else f"version {served} now serves (was {previous})"),
+                                     evidence={"previous": previous, "first_seen": first}))
+                # else: the same version is back after a Triton restart; nothing was activated
+            if rt.served is not None:
+                rt.last_served = rt.served
+            self._note_load_failure(rt, now)
 
-    def _feed_detectors(self, rt: ModelRuntime) -> None:
-        """Feed the served version's newest interval to the model's detectors. Detectors follow
-        the model's served stream, so a new version's step away from the old one's level is a
-        change point at its activation."""
-        if rt.served is None:
-            return
-        point = self.store.latest(rt.name, rt.served)
-        if point is None or point.ts <= rt.last_fed_ts:
-            return
-        rt.last_fed_ts = point.ts
-        rt.index_ts.append((rt.fed, point.ts))
-        rt.fed += 1
-        for signal, det in rt.detectors.items():
-            value = float("nan") if point.reset else getattr(point, signal)
-            cp = det.update(value)
-            if cp is None:
-                continue
-            d = detection_from_change_point(cp, model=rt.name, version=rt.served, signal=signal,
-                                            changed_at=self._ts_of(rt, cp.index),
-                                            detected_at=point.ts)
-            rt.detections.append(d)
-            self.metrics.detections.labels(rt.name, signal).inc()
-            self._record(Event(point.ts, rt.name, rt.served, "detection",
-                               reason=f"{signal} changed {cp.direction} from {cp.baseline_mean:.4g} "
-                                      f"to {cp.recent_mean:.4g} (p={cp.p_value:.2g})",
-                               evidence=_detection_dict(d)))
+    def _note_load_failure(self, rt: ModelRuntime, now: float) -> None:
+        newest = max((s for s in rt.states if s.version.isdigit()), key=lambda s: int(s.version),
+                     default=None)
+        # "unloaded" is how Triton lists a version it let go of normally (e.g. after a switch)
+        if newest is not None and newest.state == "UNAVAILABLE" and newest.version != rt.served \
+                and newest.reason and newest.reason != "unloaded" \
+                and (newest.version, newest.reason) not in rt.load_failures_seen:
+            rt.load_failures_seen.add((newest.version, newest.reason))
+            rt.requested, rt.requested_at = newest.version, now
+            self._emit(Event(now, rt.name, newest.version, "load_failure",
+                               reason=f"version {newest.version} failed to load; "
+                                      f"version {rt.served} stays served",
+                               evidence={"reason": newest.reason[-2000:]}))
 
-    def _reset_detectors(self, rt: ModelRuntime, resume: str | None = None) -> None:
-        rt.detections.clear()
-        if resume is not None and rt.snapshot is not None and rt.snapshot[0] == resume:
-            _, detectors, index_ts, fed = rt.snapshot
-            rt.detectors, rt.fed = detectors, fed
-            rt.index_ts.clear()
-            rt.index_ts.extend(index_ts)
-            rt.snapshot = None
-            return
-        rt.detectors = self._new_detectors()
-        rt.index_ts.clear()
-        rt.fed = 0  # new detectors count their samples from 0 again
+    def _add_probe(self, probe) -> None:
+        rt = self.models.get(probe.model)
+        if rt is None or probe.version != rt.served:
+            return  # it switched while the probe ran: the result describes the old version
+        rt.probes.append(probe)
+        if probe.status != "ok":
+            self._emit(Event(probe.ts, probe.model, probe.version, "probe", reason=probe.detail,
+                               outcome=probe.status))
 
-    def _ts_of(self, rt: ModelRuntime, index: int) -> float:
-        for i, ts in reversed(rt.index_ts):
-            if i <= index:
-                return ts
-        return rt.index_ts[0][1] if rt.index_ts else self.clock()
-
-    def _maybe_probe(self, rt: ModelRuntime, now: float) -> None:
-        if rt.served is None or now - rt.last_probe_at < self.probe_interval_s:
-            return
-        rt.last_probe_at = now
-        result = self.prober.probe(rt.name, rt.served)
-        rt.probes.append(result)
-        if result.status != "ok":
-            self._record(Event(now, rt.name, rt.served, "probe", reason=result.detail,
-                               outcome=result.status))
-
-    def _model_cycle(self, rt: ModelRuntime) -> Decision:
+    def _judge(self, rt: ModelRuntime) -> Judgement:
         now = self.clock()
         if rt.requested is not None and now - rt.requested_at > self.policy.detection_window_s:
             rt.requested = None  # reported and alerted; the event log keeps it
-        self._feed_detectors(rt)
-        self._maybe_probe(rt, now)
+        for event in self.judge.feed(rt):
+            self._emit(event)
         others = tuple(d for m, o in self.models.items() if m != rt.name for d in o.detections)
         peers = len(self._fresh - {(rt.name, rt.served)})
-        inputs = DecisionInputs(
-            model=rt.name, served_version=rt.served, now=now, version_states=rt.states,
-            detections=tuple(rt.detections), other_model_detections=others,
-            scrape_outcomes=self.store.scrape_outcomes(limit=20),
-            last_sample_at=self.store.last_sample_at(rt.name, rt.served) if rt.served else None,
-            activated_at=rt.activated_at, last_known_good=rt.known.known_good,
-            requested_version=rt.requested, actions=tuple(rt.actions), pinned_version=rt.pinned,
-            frozen=rt.frozen, probes=tuple(rt.probes),
-            failure_evidence=(self.store.failure_evidence(rt.name, rt.served, 10.0)
-                              if rt.served else None),
-            reset_times=(self.store.reset_times(rt.name, rt.served, since=now - 300)
-                         if rt.served else ()),
-            peers_observed=peers)
-        decision = decide(inputs, self.policy)
-        previous = rt.decision
-        rt.decision = decision
-        before = rt.known.known_good
-        # A version cannot count as healthy before the detectors could have seen a change in it:
-        # until a full test window has passed since its activation its health is unknown.
-        judging = rt.activated_at is not None and now - rt.activated_at < self.judgement_s
-        phase = "inconclusive" if judging and decision.phase == "healthy" else decision.phase
-        rt.known = update_known_good(rt.known, rt.served, phase, now, self.policy,
-                                     operator_mark=rt.operator_mark)
-        rt.operator_mark = None
-        if rt.known.known_good != before:
-            self._record(Event(now, rt.name, rt.known.known_good, "known_good",
-                               reason=f"version {rt.known.known_good} is now the last known good"))
-        for p in PHASES:
-            self.metrics.phase.labels(rt.name, p).set(1 if p == decision.phase else 0)
-        if rt.served and rt.served.isdigit():
-            self.metrics.served.labels(rt.name).set(int(rt.served))
-        # One event per change of (phase, action, target), not one per cycle of a lasting state.
-        if previous is None or (previous.phase, previous.action, previous.target_version) != \
-                (decision.phase, decision.action, decision.target_version):
-            self._record(Event(now, rt.name, rt.served, "decision", phase=decision.phase,
-                               action=decision.action, reason=decision.reason,
-                               evidence=_evidence_dict(decision)))
-        if decision.phase == "healthy":
-            rt.acked = None
-        if decision.action in ("rollback", "reload"):
-            self._act(rt, decision)
-        elif decision.action == "alert" and not (rt.acked and rt.acked[0] == decision.phase):
-            self._alert(rt, decision)
-        return decision
+        judged = self.judge.judge(rt, now, others, peers, self.started_at)
+        for event in judged.events:
+            self._emit(event)
+        return judged
 
-    # ------------------------------------------------------------------ actions
+    # ------------------------------------------------------------------ decisions → desired state
 
-    def _act(self, rt: ModelRuntime, decision: Decision, actor: str = "poller") -> ActionOutcome:
-        target = decision.target_version
-        reload = decision.action == "reload"
-        outcome = self.repo.load(rt.name, target, reload=reload)
+    def _carry_out(self, model: str, judged: Judgement) -> None:
+        """What a judgement asks for, in order: record it, change the desired state, act."""
+        decision = judged.decision
+        event_id = self._record(judged.decision_event) if judged.decision_event else None
         now = self.clock()
-        if decision.action in ("rollback", "reload"):  # what the rate limits count
-            rt.actions.append(ActionRecord(now, decision.action, rt.name, target))
-        probe = None
-        if outcome.ok:
-            probe = self.prober.probe(rt.name, target)
+        with self.lock:
+            busy = self.models[model].pending is not None or self.actuator.busy(model)
+        if judged.promote is not None:
+            version, baseline = judged.promote, judged.promote_baseline
+            if self._write(model, lambda s: ds.mark_known_good(s, version, now, "poller", baseline)
+                           if s is not None else None, f"mark version {version} known good"):
+                self._record(Event(now, model, version, "known_good",
+                                   reason=f"version {version} is now the last known good",
+                                   evidence={"baseline": baseline}))
+        if decision.action in ("rollback", "reload") and busy:
+            return  # the switch asked for earlier is still running; its result decides what next
+        if decision.action == "rollback":
+            bad, target = decision.served_version, decision.target_version
+            # Desired state first: if it cannot be written, nothing is loaded (a load the state
+            # does not back would be undone by the next reconcile, or survive a restart wrongly).
+            if not self._write(model, lambda s: ds.reject(s, bad, target, decision.reason, now,
+                                                          "poller", event_id)
+                               if s is not None else None, f"reject version {bad}"):
+                return
+            self._submit(ActionRequest(model, target, "rollback", decision.reason,
+                                       phase=decision.phase, from_version=bad, submitted_at=now))
+        elif decision.action == "reload":
+            self._submit(ActionRequest(model, decision.target_version, "reload", decision.reason,
+                                       phase=decision.phase, from_version=decision.served_version,
+                                       submitted_at=now))
+        elif decision.action == "alert":
+            rt = self.models[model]
+            if not (rt.acked and rt.acked[0] == decision.phase):
+                self._alert(model, decision)
+
+    def _write(self, model: str, change, what: str) -> bool:
+        """Apply a transition to the model's desired state (file I/O, no lock); False on failure,
+        which is recorded and alerted: a decision that cannot be made durable is not carried out."""
+        if self.desired_store is None:
+            return True
+        try:
+            state = self.desired_store.update(model, change)
+        except ds.DesiredStateError as exc:
+            reason = f"could not {what}: {exc}"
+            self._record(Event(self.clock(), model, None, "desired_error", phase="error",
+                               reason=reason))
+            if self.alerts is not None:
+                self.alerts.send(Alert("SentinelDesiredStateError", model, None, "critical",
+                                       summary=f"{model}: desired state not written",
+                                       description=reason))
+            return False
+        with self.lock:
+            self.runtime(model).desired = state
+        return True
+
+    def _submit(self, request: ActionRequest):
+        with self.lock:
+            rt = self.runtime(request.model)
+            future = self.actuator.submit(request)
+            if future is None:
+                return None
+            rt.pending = request.version
+            if request.kind in ("rollback", "reload"):  # what the rate limits count
+                rt.actions.append(ActionRecord(request.submitted_at or self.clock(), request.kind,
+                                               request.model, request.version))
+        return future
+
+    # ------------------------------------------------------------------ action results
+
+    def _apply_result(self, result: ActionResult) -> bool:
+        """Under the lock. True when a desired-state follow-up is needed (a deploy that failed)."""
+        req, outcome, probe = result.request, result.outcome, result.probe
+        rt = self.runtime(req.model)
+        rt.pending = None
+        if probe is not None and outcome.ok:
             rt.probes.append(probe)
-            if decision.action in ("rollback", "reload"):
+        if outcome.ok:
+            if req.kind in ("rollback", "reload", "reconcile"):
                 # The bad period must not become the reference for what comes next: resume the
-                # target's own pre-activation baseline if we have it, else start fresh. A promote
-                # keeps the detectors, so the promoted version is judged against the old one.
-                self._reset_detectors(rt, resume=target if decision.action == "rollback" else None)
-            if decision.action == "rollback" and decision.served_version not in (None, target):
-                rt.rolled_back_from[decision.served_version] = decision.reason
-            if target != rt.served:
-                rt.served, rt.activated_at = target, now
-        status = "ok" if outcome.ok and probe is not None and probe.status == "ok" else "failed"
-        self.metrics.actions.labels(rt.name, decision.action, status).inc()
-        self.metrics.last_action.labels(rt.name).set(now)
+                # target's own baseline if we have it, else start fresh. A deploy keeps the
+                # detectors, so the new version is judged against the old one.
+                self._reset_detectors(rt, resume=req.version if req.kind != "reload" else None)
+            if req.version != rt.served:
+                if req.kind in ("deploy", "promote"):
+                    rt.snapshot_current()
+                rt.served, rt.activated_at = req.version, result.finished_at
+                rt.last_served = req.version
+        status = "ok" if result.ok else "failed"
+        self.metrics.actions.labels(req.model, req.kind, status).inc()
+        self.metrics.last_action.labels(req.model).set(result.finished_at)
         detail = outcome.detail or (probe.detail if probe else "")
-        self._record(Event(now, rt.name, target, "action", phase=decision.phase,
-                           action=decision.action, reason=decision.reason, actor=actor,
-                           outcome=status,
+        self._emit(Event(result.finished_at, req.model, req.version, "action", phase=req.phase,
+                           action=req.kind, reason=req.reason, actor=req.actor, outcome=status,
                            evidence={"seconds": round(outcome.seconds, 3), "detail": detail,
                                      "probe": probe.status if probe else None,
-                                     "from_version": decision.served_version}))
-        if self.alerter is not None:
-            self.alerter.send(Alert(
-                alertname=f"Sentinel{decision.action.capitalize()}", model=rt.name, version=target,
+                                     "from_version": req.from_version}))
+        if req.kind in ("deploy", "promote") and outcome.ok:
+            self._emit(Event(result.finished_at, req.model, req.version, "activation",
+                               reason=f"version {req.version} now serves ({req.kind} by "
+                                      f"{req.actor}, was {req.from_version})",
+                               evidence={"previous": req.from_version}))
+        if req.kind in ("rollback", "reload", "reconcile") and self.alerts is not None:
+            self.alerts.send(Alert(
+                alertname=f"Sentinel{req.kind.capitalize()}", model=req.model, version=req.version,
                 severity="warning" if status == "ok" else "critical",
-                summary=f"{rt.name}: {decision.action} to version {target} {status}",
-                description=decision.reason))
-        return outcome
+                summary=f"{req.model}: {req.kind} to version {req.version} {status}",
+                description=req.reason))
+        return req.kind == "deploy" and not outcome.ok
 
-    def _alert(self, rt: ModelRuntime, decision: Decision) -> None:
-        if self.alerter is None:
+    def _after_failed_deploy(self, result: ActionResult) -> None:
+        """A deployed version that Triton could not load is rejected; what serves stays desired."""
+        req, now = result.request, self.clock()
+        back = req.from_version
+        self._write(req.model, lambda s: ds.reject(s, req.version, back, f"failed to load: "
+                                                   f"{result.outcome.detail}", now, "poller")
+                    if s is not None else None, f"reject version {req.version}")
+
+    def _reset_detectors(self, rt: ModelRuntime, resume: str | None = None) -> None:
+        rt.detections.clear()
+        saved = rt.snapshots.pop(resume, None) if resume is not None else None
+        if saved is not None:
+            rt.detectors, index_ts, rt.fed = saved
+            rt.index_ts.clear()
+            rt.index_ts.extend(index_ts)
             return
-        self.alerter.send(Alert(
-            alertname={"degraded": "SentinelDegraded", "inconclusive": "SentinelInconclusive",
-                       "error": "SentinelError"}.get(decision.phase, "SentinelAlert"),
-            model=rt.name, version=decision.served_version,
-            severity="critical" if decision.phase in ("degraded", "error") else "warning",
-            summary=f"{rt.name} v{decision.served_version}: {decision.phase}",
-            description=decision.reason))
+        rt.detectors = self.judge.new_detectors()
+        rt.index_ts.clear()
+        rt.fed = 0  # new detectors count their samples from 0 again
 
-    def _record(self, event: Event) -> None:
-        try:
-            self.events.append(event)
-        except Exception:  # the event log must never stop the loop; say so loudly instead
-            log.exception("could not record event %s", event.kind)
+    # ------------------------------------------------------------------ reconcile
 
-    def repository_versions(self, model: str) -> list[str]:
-        """Versions published on disk, loaded or not (Triton's index lists only those it tried)."""
-        model_dir = self.repo.repository / model
-        if not model_dir.is_dir():
-            return []
-        return sorted((p.name for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()),
-                      key=int)
-
-    # ------------------------------------------------------------------ operator actions
-
-    def operator_load(self, model: str, version: str, actor: str, why: str,
-                      kind: str = "rollback") -> ActionOutcome:
-        """Rollback/promote asked for by an operator (already authorised by the web layer)."""
+    def reconcile(self, model: str) -> Step:
+        """Compare what Triton serves with the desired state and converge (no lock held for I/O)."""
         with self.lock:
             rt = self.runtime(model)
-            phase = rt.decision.phase if rt.decision else "healthy"
-            decision = Decision(model, rt.served, self.clock(), phase, kind,
-                                f"operator {actor}: {why}", target_version=version)
-            return self._act(rt, decision, actor=actor)
+            observed = Observed(served=rt.served, states=rt.states,
+                                published=tuple(self.repository_versions(model)),
+                                index_known=self._index_known, external_activation=rt.external,
+                                action_in_flight=rt.pending is not None
+                                or self.actuator.busy(model))
+            desired, error = rt.desired, rt.desired_error
+            last_attempt = rt.last_reconcile_at
+        if error is not None:
+            return Step("wait", reason=error)  # never act on a state file we could not read
+        if self.desired_store is None:
+            return Step("none")
+        now = self.clock()
+        step = plan(desired, observed, now, last_attempt, self.policy.reconcile_retry_s)
+        with self.lock:
+            if step.kind != "wait":
+                rt.external = False
+            rt.reconcile_reason = step.reason
+        self.metrics.converged.labels(model).set(1 if desired is not None and observed.served ==
+                                                 desired.version else 0)
+        if step.kind == "initialise":
+            version = step.version
+            origin = "adopted" if observed.served else "reconcile"
+            if self._write(model, lambda s: s if s is not None else
+                           ds.initial(model, version, now, "poller", origin=origin),
+                           "write the first desired state"):
+                self._record(Event(now, model, version, "desired", reason=step.reason))
+            if observed.served is None:
+                self._start_reconcile_load(model, version, step.reason, now)
+        elif step.kind == "adopt":
+            version = step.version
+            if self._write(model, lambda s: ds.deploy(s, version, now, "triton-api", "external")
+                           if s is not None else None, f"adopt version {version}"):
+                self._record(Event(now, model, version, "deploy", actor="outside the sidecar",
+                                   reason=step.reason))
+        elif step.kind == "load":
+            self._start_reconcile_load(model, step.version, step.reason, now)
+        elif step.kind == "alert" and self.alerts is not None:
+            self.alerts.send(Alert("SentinelReconcile", model, step.version, "critical",
+                                   summary=f"{model}: cannot converge", description=step.reason))
+        if desired is not None and desired.version is not None:
+            self.desired_store.apply_version_policy(model, desired.version)  # heals a lost write
+        return step
+
+    def _start_reconcile_load(self, model: str, version: str, reason: str, now: float) -> None:
+        with self.lock:
+            rt = self.runtime(model)
+            rt.last_reconcile_at = now
+            served = rt.served
+        self._submit(ActionRequest(model, version, "reconcile", reason, from_version=served,
+                                   submitted_at=now))
+
+    # ------------------------------------------------------------------ operators
+
+    def converge(self, request: ActionRequest) -> ActionResult | None:
+        """An operator's action: submit and wait for it (no lock held while waiting). If another
+        action on the model is running, wait for that one instead: the desired state already
+        says where the model must go, and the reconcile step takes it there."""
+        future = self._submit(request) or self.actuator.future_of(request.model)
+        if future is None:
+            with self.lock:
+                self.runtime(request.model).pending = None
+            return None
+        return future.result(timeout=self.load_timeout_s + 30)
+
+    @property
+    def load_timeout_s(self) -> float:
+        return float(getattr(self.repo, "timeout_s", 120.0))
+
+    # ------------------------------------------------------------------ out
+
+    def _alert(self, model: str, decision: Decision) -> None:
+        if self.alerts is None:
+            return
+        self.alerts.send(Alert(
+            alertname={"degraded": "SentinelDegraded", "inconclusive": "SentinelInconclusive",
+                       "error": "SentinelError"}.get(decision.phase, "SentinelAlert"),
+            model=model, version=decision.served_version,
+            severity="critical" if decision.phase in ("degraded", "error") else "warning",
+            summary=f"{model} v{decision.served_version}: {decision.phase}",
+            description=decision.reason))
+
+    def _emit(self, event: Event) -> None:
+        """Record later, outside the lock (the event log writes to disk)."""
+        self._outbox.append(event)
+
+    def _flush(self) -> None:
+        with self.lock:
+            out, self._outbox = self._outbox, []
+        for event in out:
+            self._record(event)
+
+    def _record(self, event: Event) -> int | None:
+        try:
+            stored = self.events.append(event)
+        except Exception:  # the event log must never stop the loop; say so loudly instead
+            log.exception("could not record event %s", event.kind)
+            return None
+        return stored if isinstance(stored, int) else None
 
     # ------------------------------------------------------------------ loop
 
@@ -417,15 +527,8 @@ class Poller:
                 log.exception("monitor cycle failed")
             stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
 
+    def close(self) -> None:
+        self.actuator.shutdown()
+        if self.alerts is not None:
+            self.alerts.close()
 
-def _detection_dict(d: Detection) -> dict:
-    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.__dict__.items()}
-
-
-def _evidence_dict(decision: Decision) -> dict:
-    items = []
-    for e in decision.evidence:
-        kind = type(e).__name__
-        body = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in e.__dict__.items()}
-        items.append({"type": kind, **body})
-    return {"target_version": decision.target_version, "items": items}

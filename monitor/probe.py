@@ -39,7 +39,8 @@ def _body(inputs: dict) -> dict:
 class GoldenProber:
     def __init__(self, http_url: str, repository: Path, session: requests.Session | None = None,
                  timeout_s: float = 2.0, per_probe: int = 4, rtol: float = 1e-4, atol: float = 1e-5,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.url = http_url.rstrip("/")
         self.repository = Path(repository)
         self._session = session or requests.Session()
@@ -47,6 +48,7 @@ class GoldenProber:
         self._per_probe = per_probe
         self._rtol, self._atol = rtol, atol
         self._clock = clock
+        self._monotonic = monotonic
         self._cursor: dict[tuple[str, str], int] = {}
 
     def probe(self, model: str, version: str) -> ProbeResult:
@@ -54,30 +56,41 @@ class GoldenProber:
         now = self._clock()
         try:
             cases = golden_set(self.repository, model, version)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
             return ProbeResult(model, version, now, "error", f"no golden set: {exc}")
         if not cases:
             return ProbeResult(model, version, now, "error", "manifest has no golden set")
         start = self._cursor.get((model, version), 0)
         self._cursor[(model, version)] = start + self._per_probe
+        # The whole probe, not each request, is bounded by the timeout: a hung version must not hold
+        # the monitoring cycle for per_probe × timeout.
+        deadline = self._monotonic() + self._timeout
         for k in range(self._per_probe):
             case = cases[(start + k) % len(cases)]
+            left = deadline - self._monotonic()
+            if left <= 0:
+                return ProbeResult(model, version, now, "timeout",
+                                   f"{k} of {self._per_probe} golden requests in {self._timeout}s")
+            try:
+                body = _body(case["inputs"])
+            except (KeyError, TypeError, AttributeError) as exc:
+                return ProbeResult(model, version, now, "error", f"malformed golden case: {exc!r}")
             try:
                 r = self._session.post(f"{self.url}/v2/models/{model}/versions/{version}/infer",
-                                       json=_body(case["inputs"]), timeout=self._timeout)
+                                       json=body, timeout=left)
             except requests.Timeout:
                 return ProbeResult(model, version, now, "timeout", f"no answer in {self._timeout}s")
             except requests.RequestException as exc:
                 return ProbeResult(model, version, now, "error", f"request failed: {exc}")
             if r.status_code != 200:
                 return ProbeResult(model, version, now, "error",
-                                   f"HTTP {r.status_code}: {r.text[:200]}")
+                                   f"HTTP {r.status_code}: {r.text[:200]}", r.status_code)
             try:
                 outputs = {o["name"]: o["data"] for o in r.json()["outputs"]}
             except (ValueError, KeyError) as exc:
                 # NaN arrives as bare NaN in JSON, which requests' parser accepts; other garbage not
                 return ProbeResult(model, version, now, "mismatch", f"unreadable response: {exc}")
-            for name, expected in case["expected"].items():
+            for name, expected in (case.get("expected") or {}).items():
                 got = np.asarray(outputs.get(name, []), dtype=np.float64)
                 want = np.asarray(expected, dtype=np.float64)
                 if got.shape != want.shape or not np.allclose(got, want, rtol=self._rtol,

@@ -237,6 +237,13 @@ class ProbeResult:
     ts: float
     status: ProbeStatus
     detail: str = ""
+    http_status: int | None = None  # set when Triton answered with an HTTP error
+
+    @property
+    def answered_failure(self) -> bool:
+        """The version itself failed the request (HTTP 5xx): not a timeout, not an unreachable
+        server, not a 404 of a version that was just unloaded."""
+        return self.http_status is not None and self.http_status >= 500
 
 
 @dataclass(frozen=True)
@@ -293,6 +300,9 @@ class Policy:
     # One probe timeout means a dead stub when this share of recent requests failed as well
     # (with at least dead_stub_min_requests failures); a stray failure is not enough.
     probe_timeout_failure_ratio: float = 0.2
+    probe_failure_limit: int = 2  # golden probes answered with HTTP 5xx in a row: the version fails
+    max_known_good_error_rate: float = 0.05  # a version failing more never becomes known good
+    reconcile_retry_s: float = 30.0  # a load towards the desired state that failed is retried after
     reload_escalate_s: float = 300.0  # still dead this long after a reload: the version itself is bad
     freeze: bool = False  # global kill switch: decide, but never act
     # Which direction of change is bad per signal: "up", "down" or "both". Signals not listed (request

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from werkzeug.serving import make_server
 
 from monitor.act import RepositoryClient
+from monitor.actuator import Actuator
 from monitor.alert import Alerter
 from monitor.poller import Poller, default_detector_configs
 from monitor.prometheus_source import PrometheusSource
@@ -23,25 +24,6 @@ from monitor.web import create_app
 log = logging.getLogger("sentinel.monitor")
 # One line per page load on the terminal of `sentinel monitor` is noise; errors still show.
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
-
-
-def restore_state(events: EventLog) -> tuple[dict[str, str], dict[str, str], set[str]]:
-    """Known-good versions, pins and freezes from the event log (oldest first wins last)."""
-    known, pinned, frozen = {}, {}, set()
-    for e in reversed(events.list(limit=100_000)):
-        if e.kind == "known_good" and e.version:
-            known[e.model] = e.version
-        elif e.kind == "operator" and e.action == "pin" and e.version:
-            pinned[e.model] = e.version
-        elif e.kind == "operator" and e.action == "unpin":
-            pinned.pop(e.model, None)
-        elif e.kind == "operator" and e.action == "mark_good" and e.version:
-            known[e.model] = e.version
-        elif e.kind == "operator" and e.action == "freeze":
-            frozen.add(e.model)
-        elif e.kind == "operator" and e.action == "unfreeze":
-            frozen.discard(e.model)
-    return known, pinned, frozen
 
 
 def metrics_source(c) -> Scraper | PrometheusSource:
@@ -62,17 +44,23 @@ class Sidecar:
         self.events = EventLog(c.db_path)
         self.alerter = Alerter(c.webhook_url, dedupe_s=c.alert_dedupe_s, timeout_s=2.0,
                                max_retries=2)
+        repo = RepositoryClient(c.triton_url, Path(c.repository), admin_key=c.admin_key,
+                                timeout_s=c.load_timeout_s)
+        # The actuator's threads verify their loads with a prober of their own (a requests
+        # session is not shared between threads).
+        actuator = Actuator(repo, GoldenProber(c.triton_url, Path(c.repository),
+                                               timeout_s=c.probe_timeout_s))
         self.poller = Poller(
-            scraper=metrics_source(c),
-            repo=RepositoryClient(c.triton_url, Path(c.repository), admin_key=c.admin_key,
-                                  timeout_s=c.load_timeout_s),
+            scraper=metrics_source(c), repo=repo,
             prober=GoldenProber(c.triton_url, Path(c.repository), timeout_s=c.probe_timeout_s),
             events=self.events, alerter=self.alerter,
             store=SeriesStore(retention_s=c.retention_s, max_rows=c.max_rows,
                               max_bytes=c.store_max_bytes),
             policy=c.policy, detector_configs=default_detector_configs(dict(c.detectors)),
-            probe_interval_s=c.probe_interval_s, interval_s=c.interval_s, registry=self.registry)
-        self.poller.restore(*restore_state(self.events))
+            probe_interval_s=c.probe_interval_s, interval_s=c.interval_s, registry=self.registry,
+            actuator=actuator)
+        # What must serve comes from the repository (desired state), not from this sidecar's
+        # event log: a fresh pod with an empty log converges to the same versions.
         self.app = create_app(self.poller, self.events, token=c.token,
                               config_public=c.public_dict(), repository=Path(c.repository))
         self._stop = threading.Event()
@@ -100,6 +88,7 @@ class Sidecar:
             self._server.shutdown()
         for t in self._threads:
             t.join(timeout=10)
+        self.poller.close()
         self.events.close()
 
     def __enter__(self) -> "Sidecar":

@@ -22,11 +22,21 @@ MARKER_KINDS = {"detection": "change", "activation": "activation", "load_failure
 
 def model_summary(rt) -> dict:
     d = rt.decision
+    want = rt.desired
     return {
         "model": rt.name, "served_version": rt.served, "activated_at": rt.activated_at,
         "phase": d.phase if d else None, "reason": d.reason if d else None,
         "action": d.action if d else None, "known_good": rt.known.known_good,
-        "pinned": rt.pinned, "frozen": rt.frozen,
+        "pinned": rt.pinned, "frozen": rt.is_frozen,
+        "desired": None if want is None else {
+            "version": want.version, "generation": want.generation,
+            "converged": want.version == rt.served,
+            "watching": want.watch.version if want.watch else None,
+            "known_good_history": [k.version for k in want.known_good],
+            "rejected": [{"version": r.version, "reason": r.reason[:300], "event_id": r.event_id}
+                         for r in want.rejected],
+            "rollback_target": want.rollback_target(rt.served)},
+        "desired_error": rt.desired_error,
         "acked": {"phase": rt.acked[0], "actor": rt.acked[2]} if rt.acked else None,
         "versions": [{"version": s.version, "state": s.state, "reason": s.reason}
                      for s in rt.states],
@@ -100,6 +110,8 @@ def versions_table(repository: Path | None, rt, published: list[str] = ()) -> li
             "parity": max(parity.values()) if parity else None,
             "fault": (manifest.get("fault") or {}).get("kind"),
             "served": v == rt.served, "known_good": v == rt.known.known_good,
+            "desired": rt.desired is not None and v == rt.desired.version,
+            "rejected": rt.desired is not None and rt.desired.is_rejected(v),
             "pinned": v == rt.pinned, "probe": probe.status if probe else None,
         })
     return rows

@@ -4,7 +4,7 @@ import pytest
 
 from build_scripts.publish import PublishError, publish, read_manifest, sha256, versions
 from build_scripts.specs import RANKER
-from build_scripts.triton_config import model_config, read_pbtxt
+from build_scripts.triton_config import model_config, read_pbtxt, to_pbtxt
 
 
 @pytest.fixture
@@ -24,8 +24,37 @@ def test_versions_are_numbered_and_manifests_written(tmp_path, artefact):
     manifest = read_manifest(repo / "ranker" / "2")
     assert manifest["metrics"]["auc"] == 0.8
     assert manifest["artefacts"]["model.onnx"] == sha256(artefact)
-    assert read_pbtxt(repo / "ranker" / "config.pbtxt") == config
+    written = read_pbtxt(repo / "ranker" / "config.pbtxt")
+    # the serving contract is the build's; the version policy is the desired state's (version 1)
+    assert list(written.version_policy.specific.versions) == [1]
+    written.ClearField("version_policy")
+    assert written == config
     assert not [p for p in (repo / "ranker").iterdir() if p.name.startswith(".")]
+
+
+def test_publishing_a_new_version_does_not_change_what_serves(tmp_path, artefact):
+    from sentinel.desired_state import DesiredStateStore
+    repo = tmp_path / "repo"
+    config = model_config("ranker", RANKER.serving)
+    publish(repo, config, {"model.onnx": artefact}, {})
+    publish(repo, config, {"model.onnx": artefact}, {})
+    state = DesiredStateStore(repo).read("ranker")
+    assert state.version == "1" and state.generation == 1
+    assert state.watch.version == "1" and state.watch.origin == "publish"
+    assert list(read_pbtxt(repo / "ranker" / "config.pbtxt").version_policy.specific.versions) == [1]
+
+
+def test_a_repository_from_before_desired_state_keeps_its_newest_version(tmp_path, artefact):
+    from sentinel.desired_state import STATE_FILE, DesiredStateStore
+    repo = tmp_path / "repo"
+    config = model_config("ranker", RANKER.serving)
+    publish(repo, config, {"model.onnx": artefact}, {})
+    publish(repo, config, {"model.onnx": artefact}, {})
+    # as a repository built by an older Sentinel: no state file, no version policy (newest serves)
+    (repo / "ranker" / STATE_FILE).unlink()
+    (repo / "ranker" / "config.pbtxt").write_text(to_pbtxt(config))
+    publish(repo, config, {"model.onnx": artefact}, {})
+    assert DesiredStateStore(repo).read("ranker").version == "2"
 
 
 def test_a_different_serving_contract_is_refused(tmp_path, artefact):

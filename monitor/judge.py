@@ -1,0 +1,211 @@
+"""Judging one model in one cycle: feed the served stream to the detectors, compare a version under
+watch with the last known-good baseline, decide, and advance the known-good clock. Computation only
+(the poller holds its lock around it); what must be done about it comes back as a `Judgement`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from monitor import baseline as baseline_mod
+from monitor.decide import decide, update_known_good
+from monitor.detect import DetectorConfig, OnlineDetector
+from monitor.records import (Decision, DecisionInputs, Detection, Event, KnownGoodState, Policy,
+                             detection_from_change_point)
+from monitor.runtime import PHASES, ModelRuntime, MonitorMetrics
+from monitor.store import SeriesStore
+
+
+@dataclass
+class Judgement:
+    decision: Decision
+    events: list[Event] = field(default_factory=list)
+    decision_event: Event | None = None  # recorded first: its id goes into a rejection
+    promote: str | None = None           # version that just became known good
+    promote_baseline: dict = field(default_factory=dict)
+
+
+class Judge:
+    def __init__(self, store: SeriesStore, policy: Policy,
+                 detector_configs: dict[str, DetectorConfig], metrics: MonitorMetrics,
+                 interval_s: float, baseline_config: baseline_mod.BaselineConfig | None = None,
+                 clock: Callable[[], float] | None = None):
+        self.store, self.policy, self.metrics = store, policy, metrics
+        self.detector_configs = detector_configs
+        self.baseline_config = baseline_config or baseline_mod.BaselineConfig()
+        self.clock = clock
+        # A version cannot count as healthy before the detectors could have seen a change in it.
+        self.judgement_s = interval_s * max(
+            c.test_window + c.persistence + 5 for c in detector_configs.values())
+
+    def new_detectors(self) -> dict[str, OnlineDetector]:
+        return {s: OnlineDetector(c) for s, c in self.detector_configs.items()}
+
+    # ------------------------------------------------------------ evidence
+
+    def feed(self, rt: ModelRuntime) -> list[Event]:
+        """The served version's newest interval into the model's detectors. Detectors follow the
+        model's served stream, so a new version's step away from the old one's level is a change
+        point at its activation."""
+        if rt.served is None:
+            return []
+        point = self.store.latest(rt.name, rt.served)
+        if point is None or point.ts <= rt.last_fed_ts:
+            return []
+        rt.last_fed_ts = point.ts
+        rt.index_ts.append((rt.fed, point.ts))
+        rt.fed += 1
+        events = []
+        for signal, det in rt.detectors.items():
+            value = float("nan") if point.reset else getattr(point, signal)
+            cp = det.update(value)
+            if cp is None:
+                continue
+            d = detection_from_change_point(cp, model=rt.name, version=rt.served, signal=signal,
+                                            changed_at=self._ts_of(rt, cp.index),
+                                            detected_at=point.ts)
+            events.append(self._detected(rt, d, f"{signal} changed {cp.direction} from "
+                                                f"{cp.baseline_mean:.4g} to {cp.recent_mean:.4g} "
+                                                f"(p={cp.p_value:.2g})"))
+        return events
+
+    def compare_with_baseline(self, rt: ModelRuntime, now: float) -> list[Event]:
+        """A version under watch against the newest known-good baseline (persisted, so this works
+        with fresh detectors after a sidecar restart)."""
+        if not rt.under_watch or rt.desired is None:
+            return []
+        base = rt.desired.baseline_for(rt.served)
+        if not base:
+            return []
+        since = rt.desired.watch.since
+        frame = self.store.signals(rt.name, rt.served, since=since)
+        if frame.height < self.baseline_config.min_samples:
+            return []
+        columns = {s: frame[s].to_numpy() for s in baseline_mod.SIGNALS}
+        findings = baseline_mod.compare(base, columns, frame["requests"].to_numpy(),
+                                        frame["reset"].to_numpy(), self.baseline_config)
+        events = []
+        for f in findings:
+            key = (rt.served, f.signal)
+            if key in rt.baseline_reported:
+                continue
+            rt.baseline_reported.add(key)
+            d = Detection(model=rt.name, version=rt.served, signal=f.signal, changed_at=since,
+                          detected_at=now, direction=f.direction, baseline_mean=f.baseline_mean,
+                          recent_mean=f.recent_mean, effect=f.effect, rel_effect=f.rel_effect,
+                          p_value=f.p_value, method="known-good baseline", index=f.samples)
+            events.append(self._detected(rt, d, f"{f.signal} of version {rt.served} is "
+                                                f"{f.recent_mean:.4g} against {f.baseline_mean:.4g} "
+                                                f"for the last known-good version "
+                                                f"(p={f.p_value:.2g}, {f.samples} samples)"))
+        return events
+
+    def baseline_of(self, rt: ModelRuntime, now: float) -> dict:
+        """The summary a version carries into the known-good history."""
+        window = max(self.policy.known_good_after_s, 120.0)
+        frame = self.store.signals(rt.name, rt.served, since=now - window)
+        if frame.height == 0:
+            return {}
+        out = baseline_mod.summarise({s: frame[s].to_numpy() for s in baseline_mod.SIGNALS},
+                                     frame["requests"].to_numpy(), frame["reset"].to_numpy())
+        out.update(at=now, window_s=window)
+        return out
+
+    def _detected(self, rt: ModelRuntime, d: Detection, reason: str) -> Event:
+        rt.detections.append(d)
+        self.metrics.detections.labels(rt.name, d.signal).inc()
+        return Event(d.detected_at, rt.name, rt.served, "detection", reason=reason,
+                     evidence=detection_dict(d))
+
+    def _ts_of(self, rt: ModelRuntime, index: int) -> float:
+        for i, ts in reversed(rt.index_ts):
+            if i <= index:
+                return ts
+        return rt.index_ts[0][1] if rt.index_ts else rt.last_fed_ts
+
+    # ------------------------------------------------------------ the decision
+
+    def judge(self, rt: ModelRuntime, now: float, others: tuple[Detection, ...], peers: int,
+              started_at: float) -> Judgement:
+        events = self.compare_with_baseline(rt, now)
+        inputs = DecisionInputs(
+            model=rt.name, served_version=rt.served, now=now, version_states=rt.states,
+            detections=tuple(rt.detections), other_model_detections=others,
+            scrape_outcomes=self.store.scrape_outcomes(limit=20),
+            last_sample_at=self.store.last_sample_at(rt.name, rt.served) if rt.served else None,
+            activated_at=rt.activated_at, last_known_good=rt.rollback_target,
+            requested_version=rt.requested, actions=tuple(rt.actions), pinned_version=rt.pinned,
+            frozen=rt.is_frozen, probes=tuple(rt.probes),
+            failure_evidence=(self.store.failure_evidence(rt.name, rt.served, 10.0)
+                              if rt.served else None),
+            reset_times=(self.store.reset_times(rt.name, rt.served, since=now - 300)
+                         if rt.served else ()),
+            peers_observed=peers)
+        decision = decide(inputs, self.policy)
+        previous = rt.decision
+        rt.decision = decision
+        out = Judgement(decision, events)
+        # One event per change of (phase, action, target), not one per cycle of a lasting state.
+        if previous is None or (previous.phase, previous.action, previous.target_version) != \
+                (decision.phase, decision.action, decision.target_version):
+            out.decision_event = Event(now, rt.name, rt.served, "decision", phase=decision.phase,
+                                       action=decision.action, reason=decision.reason,
+                                       evidence=evidence_dict(decision))
+        self._known_good(rt, decision, now, started_at, out)
+        for p in PHASES:
+            self.metrics.phase.labels(rt.name, p).set(1 if p == decision.phase else 0)
+        if rt.served and rt.served.isdigit():
+            self.metrics.served.labels(rt.name).set(int(rt.served))
+        if decision.phase == "healthy":
+            rt.acked = None
+        return out
+
+    def promotion_blockers(self, rt: ModelRuntime, now: float, since: float) -> list[str]:
+        """Why the served version may not become known good yet, even on healthy decisions."""
+        why = []
+        failed = [p for p in rt.probes if p.version == rt.served and p.ts >= since
+                  and p.status != "ok"]
+        if failed:
+            why.append(f"{len(failed)} golden probe(s) not ok since {since:.0f}")
+        if any(d.version == rt.served and d.method == "known-good baseline" for d in rt.detections):
+            why.append("worse than the last known-good baseline")
+        if rt.desired is not None and rt.desired.baseline_for(rt.served) and rt.under_watch:
+            frame = self.store.signals(rt.name, rt.served, since=rt.desired.watch.since)
+            if frame.height < self.baseline_config.min_samples:
+                why.append("not yet compared with the last known-good baseline")
+        fe = self.store.failure_evidence(rt.name, rt.served, max(self.policy.known_good_after_s, 30))
+        if fe.requests > 0 and fe.failure_ratio > self.policy.max_known_good_error_rate:
+            why.append(f"{fe.failure_ratio:.1%} of its requests failed")
+        return why
+
+    def _known_good(self, rt: ModelRuntime, decision: Decision, now: float, started_at: float,
+                    out: Judgement) -> None:
+        if rt.served is None:
+            return
+        desired = rt.desired
+        already = desired is not None and desired.is_known_good(rt.served) \
+            and not desired.is_rejected(rt.served)
+        judged_since = max(rt.activated_at or now, started_at)
+        phase = decision.phase
+        if phase == "healthy" and (now - judged_since < self.judgement_s
+                                   or self.promotion_blockers(rt, now, judged_since)):
+            phase = "inconclusive"
+        last = desired.last_known_good.version if desired and desired.last_known_good else None
+        known = KnownGoodState(known_good=last, candidate=rt.known.candidate,
+                               healthy_since=rt.known.healthy_since)
+        rt.known = update_known_good(known, rt.served, phase, now, self.policy)
+        if not already and rt.known.known_good == rt.served:
+            out.promote = rt.served
+            out.promote_baseline = self.baseline_of(rt, now)
+
+
+def detection_dict(d: Detection) -> dict:
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.__dict__.items()}
+
+
+def evidence_dict(decision: Decision) -> dict:
+    items = []
+    for e in decision.evidence:
+        kind = type(e).__name__
+        body = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in e.__dict__.items()}
+        items.append({"type": kind, **body})
+    return {"target_version": decision.target_version, "items": items}

@@ -1,7 +1,9 @@
-"""Semantic search as plain library code: query strings in; 384-d L2-normalised MiniLM embeddings and
-the top-k catalogue items (cosine similarity against embeddings precomputed at build time) out.
+"""Search as plain library code: a query string (and a mode) in; the query's 384-d L2-normalised
+MiniLM embedding and the top-k catalogue items out, ranked by cosine similarity (`dense`), by BM25
+over words and character trigrams (`lexical`) or by their tuned fusion (`hybrid`, the default).
 Tokenisation happens here, with the tokenizer files published in the version directory, so build and
-serving tokenise with the same files and code."""
+serving tokenise with the same files and code; the lexical index and the fusion parameters come
+from the version directory too."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,6 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
+from python_backend.fusion import (DEFAULT_MODE, FUSION, MODES, FusionParams, rank_scores,
+                                   trigram_weight_of)
+from python_backend.lexical import LEXICAL_INDEX, LexicalIndex
 from python_backend.ranker_features import InvalidRequest
 from python_backend.runners import Runner, RunnerOptions, select_runner
 from python_backend.seqrec_service import parse_k
@@ -27,6 +32,7 @@ ITEMS = "items.npz"  # item ids + their embeddings, computed by the build with t
 class SearchRequest:
     query: str
     k: int
+    mode: str = DEFAULT_MODE
 
 
 def load_tokenizer(directory: Path):
@@ -77,11 +83,20 @@ def parse_text(tensor: np.ndarray | None, name: str = "query") -> str:
     return text
 
 
+def parse_mode(tensor: np.ndarray | None) -> str:
+    if tensor is None:
+        return DEFAULT_MODE
+    mode = parse_text(tensor, "mode").lower()
+    if mode not in MODES:
+        raise InvalidRequest(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    return mode
+
+
 @dataclass(frozen=True)
 class SearchResult:
     embedding: np.ndarray  # float32 [dim]
-    items: np.ndarray      # int64 [k]
-    scores: np.ndarray     # float32 [k], cosine similarity
+    items: np.ndarray      # int64 [<= k]
+    scores: np.ndarray     # float32 [<= k]: cosine (dense), lexical, or fused (hybrid)
 
 
 class SearchService:
@@ -93,19 +108,27 @@ class SearchService:
         with np.load(version_dir / ITEMS) as z:
             self.item_ids = z["item_ids"].astype(np.int64)
             self.item_embeddings = np.ascontiguousarray(z["embeddings"], dtype=np.float32)
+        self.lexical = LexicalIndex(version_dir / LEXICAL_INDEX, self.item_ids)
+        self.fusion = FusionParams.load(version_dir / FUSION)
 
-    def parse(self, query: np.ndarray | None, k: np.ndarray | None) -> SearchRequest:
-        return SearchRequest(parse_text(query, "query"), parse_k(k))
+    def parse(self, query: np.ndarray | None, k: np.ndarray | None,
+              mode: np.ndarray | None = None) -> SearchRequest:
+        return SearchRequest(parse_text(query, "query"), parse_k(k), parse_mode(mode))
 
     def embed(self, queries: Sequence[str]) -> np.ndarray:
         return self.runner.run(tokenise(self.tokenizer, queries))["embedding"]
 
+    def lexical_scores(self, query: str, mode: str = "lexical") -> np.ndarray:
+        return self.lexical.scores(query).combined(trigram_weight_of(mode, self.fusion))
+
     def search(self, reqs: list[SearchRequest]) -> list[SearchResult]:
-        """All queries of a dynamic batch in one encoder run."""
+        """All queries of a dynamic batch in one encoder run; every mode returns the embedding."""
         emb = self.embed([r.query for r in reqs])
         sims = emb @ self.item_embeddings.T
         out = []
         for e, s, r in zip(emb, sims, reqs):
-            idx, scores = top_k(s.astype(np.float32), r.k)
+            lexical = self.lexical_scores(r.query, r.mode) if r.mode != "dense" else None
+            ranked = rank_scores(r.mode, s, lexical, self.fusion)
+            idx, scores = top_k(ranked, r.k)
             out.append(SearchResult(e.astype(np.float32), self.item_ids[idx], scores))
         return out

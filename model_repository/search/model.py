@@ -1,5 +1,6 @@
-"""Triton adapter for semantic search: query strings (BYTES) in; the query embedding and the top-k
-catalogue items out. Tokenisation, encoding and top-k live in python_backend.search_service."""
+"""Triton adapter for search: query strings (BYTES) and an optional mode (hybrid, dense, lexical) in;
+the query embedding and the top-k catalogue items out. Tokenisation, encoding, the lexical index,
+fusion and top-k live in python_backend.search_service."""
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -23,7 +24,7 @@ class TritonPythonModel:
     def execute(self, requests):
         return execute_batch(
             pb_utils, self.metrics, requests,
-            lambda t: self.service.parse(t.get("query"), t.get("k")),
+            lambda t: self.service.parse(t.get("query"), t.get("k"), t.get("mode")),
             self.service.search, _respond)
 
     def finalize(self):

@@ -1,0 +1,246 @@
+"""Search quality, pure numpy: per-query NDCG@10 and recall@10 from full score matrices, bootstrap
+confidence intervals, the tuning of the fusion on tuning queries, and the publish rule.
+
+Every method is scored over the whole catalogue ([queries, items] matrices) with the same functions
+the backend ranks with (python_backend.fusion), so a number here is the number a request gets."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import sparse
+
+from build_scripts.search_queries import QuerySet
+from python_backend.fusion import FusionParams, rank_scores, trigram_weight_of
+
+K = 10
+BASELINES = ("jaccard", "bm25", "dense")
+METHODS = BASELINES + ("hybrid",)
+HEADLINE = "ndcg_at_10"  # every query set's headline metric (see docs/models.md, search)
+TRIGRAM_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+HYBRID_TRIGRAM_WEIGHTS = (0.25, 1.0, 4.0)
+GATE_THRESHOLDS = tuple(round(x, 3) for x in np.arange(0.15, 0.651, 0.05))
+GATE_SCALES = (0.02, 0.05)
+MAX_LEXICAL_WEIGHTS = (0.8, 0.9, 1.0)
+RRF_K = 60
+
+
+@dataclass(frozen=True)
+class LexicalMatrices:
+    """BM25 per field for every query of a set ([queries, items]) and each query's perfect-match
+    score per field: what lexical.LexicalScores holds for one query."""
+    words: np.ndarray
+    trigrams: np.ndarray
+    words_max: np.ndarray     # [queries]
+    trigrams_max: np.ndarray  # [queries]
+
+    def combined(self, trigram_weight: float) -> np.ndarray:
+        den = (self.words_max + trigram_weight * self.trigrams_max)[:, None]
+        num = self.words + trigram_weight * self.trigrams
+        return np.divide(num, den, out=np.zeros_like(num), where=den > 0).astype(np.float32)
+
+    def rows(self, keep: np.ndarray) -> "LexicalMatrices":
+        return LexicalMatrices(self.words[keep], self.trigrams[keep], self.words_max[keep],
+                               self.trigrams_max[keep])
+
+
+def lexical_matrices(index, texts: Sequence[str]) -> LexicalMatrices:
+    """`index` is a python_backend.lexical.LexicalIndex; one FTS5 query pair per text."""
+    per = [index.scores(t) for t in texts]
+    return LexicalMatrices(np.stack([p.words for p in per]), np.stack([p.trigrams for p in per]),
+                           np.array([p.words_max for p in per]), np.array([p.trigrams_max for p in per]))
+
+
+def _word_matrix(texts: Sequence[str], vocab: dict[str, int], grow: bool) -> sparse.csr_matrix:
+    rows, cols = [], []
+    for r, t in enumerate(texts):
+        for w in set(re.findall(r"[a-z0-9']+", t.lower())):
+            if w not in vocab and grow:
+                vocab[w] = len(vocab)
+            if w in vocab:
+                rows.append(r)
+                cols.append(vocab[w])
+    return sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
+                             shape=(len(texts), max(len(vocab), 1)))
+
+
+def jaccard_scores(item_texts: Sequence[str], queries: Sequence[str]) -> np.ndarray:
+    """Word-overlap |q ∩ d| / |q ∪ d| of every query with every item: the old baseline."""
+    vocab: dict[str, int] = {}
+    items = _word_matrix(item_texts, vocab, grow=True)
+    n_query_words = np.array([len(set(re.findall(r"[a-z0-9']+", q.lower()))) for q in queries])
+    q = _word_matrix(queries, vocab, grow=False)
+    inter = (q @ items.T).toarray()
+    union = n_query_words[:, None] + np.asarray(items.sum(axis=1)).reshape(1, -1) - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0).astype(np.float32)
+
+
+def rrf_scores(dense: np.ndarray, lexical: np.ndarray, k: int = RRF_K) -> np.ndarray:
+    """Reciprocal rank fusion, measured beside the tuned convex combination (not served)."""
+    def inv_rank(s):
+        order = np.argsort(-s, axis=1, kind="stable")
+        ranks = np.empty_like(order)
+        np.put_along_axis(ranks, order, np.arange(s.shape[1])[None, :], axis=1)
+        return 1.0 / (k + 1.0 + ranks)
+    return (inv_rank(dense) + np.where(lexical > 0, inv_rank(lexical), 0.0)).astype(np.float32)
+
+
+def per_query(scores: np.ndarray, qs: QuerySet, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(NDCG@10, recall@10) per query. Known-item queries: the target's rank, ties counted at
+    their expected rank under a random tie-break (word overlap ties a lot). Queries with many
+    relevant items: the top 10 as served (ties keep the lower item first); recall@10 is capped at
+    10 relevant items, i.e. precision@10 when a query has 10 or more."""
+    discount = 1.0 / np.log2(np.arange(K) + 2.0)
+    if qs.known_item:
+        pos = np.searchsorted(item_ids, np.array([r[0] for r in qs.relevant]))
+        t = scores[np.arange(len(pos)), pos][:, None]
+        ranks = (scores > t).sum(axis=1) + ((scores == t).sum(axis=1) - 1) / 2.0
+        hit = ranks < K
+        return np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0), hit.astype(np.float64)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :K]
+    finite = np.isfinite(np.take_along_axis(scores, top, axis=1))
+    ndcg, recall = np.zeros(len(top)), np.zeros(len(top))
+    for i, (row, rel) in enumerate(zip(top, qs.relevant)):
+        hits = np.isin(item_ids[row], rel) & finite[i]
+        n_rel = min(K, rel.size)
+        ndcg[i] = (hits * discount).sum() / discount[:n_rel].sum()
+        recall[i] = hits.sum() / n_rel
+    return ndcg, recall
+
+
+def bootstrap_ci(values: np.ndarray, n: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap of the mean over queries."""
+    values = np.asarray(values, np.float64)
+    if values.size == 0:
+        return float("nan"), float("nan")
+    idx = np.random.default_rng(seed).integers(0, values.size, size=(n, values.size))
+    means = values[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class SetScores:
+    """Everything needed to rank one query set by any method."""
+    qs: QuerySet
+    dense: np.ndarray          # cosine [queries, items]
+    lexical: LexicalMatrices
+    jaccard: np.ndarray
+
+    def split(self, tuning: bool) -> "SetScores":
+        keep = np.flatnonzero(self.qs.tuning == tuning)
+        return SetScores(self.qs.split(tuning), self.dense[keep], self.lexical.rows(keep),
+                         self.jaccard[keep])
+
+    def method(self, name: str, params: FusionParams, cache: dict | None = None) -> np.ndarray:
+        weight = trigram_weight_of("hybrid" if name in ("hybrid", "rrf") else "lexical", params)
+        key = (id(self), weight)
+        if cache is not None and key in cache:
+            lex = cache[key]
+        else:
+            lex = self.lexical.combined(weight)
+            if cache is not None:
+                cache[key] = lex
+        if name == "jaccard":
+            return self.jaccard
+        if name == "bm25":
+            return rank_scores("lexical", self.dense, lex, params)
+        if name == "rrf":
+            return rrf_scores(self.dense, lex)
+        return rank_scores(name, self.dense, lex, params)
+
+
+def tune(tuning: Mapping[str, SetScores], item_ids: np.ndarray) -> tuple[FusionParams, dict]:
+    """The trigram weight that gives BM25 its best mean NDCG@10 over the tuning sets, then the
+    gate of the hybrid that gives it its best; each query set counts equally. Grid search: four
+    numbers, ~1,300 tuning queries."""
+    def objective(method, params, cache=None):
+        return float(np.mean([per_query(s.method(method, params, cache), s.qs, item_ids)[0].mean()
+                              for s in tuning.values()]))
+
+    lexical = {w: objective("bm25", FusionParams(w, w, 0.5, 0.05, 1.0)) for w in TRIGRAM_WEIGHTS}
+    tw = max(lexical, key=lambda w: (lexical[w], -w))
+    cache: dict = {}
+    hybrid = {(h, t, s, c): objective("hybrid", FusionParams(tw, h, t, s, c), cache)
+              for h in HYBRID_TRIGRAM_WEIGHTS for t in GATE_THRESHOLDS for s in GATE_SCALES
+              for c in MAX_LEXICAL_WEIGHTS}
+    h, t, s, c = max(hybrid, key=lambda k: (hybrid[k], -k[3], k[1], k[0]))
+    record = {"queries": {n: len(x.qs.texts) for n, x in tuning.items()},
+              "objective": "mean over query sets of NDCG@10 on tuning queries",
+              "bm25_by_trigram_weight": {str(k): round(v, 5) for k, v in lexical.items()},
+              "hybrid_best": round(hybrid[(h, t, s, c)], 5), "grid_points": len(hybrid)}
+    return FusionParams(tw, h, t, s, c), record
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    query_set: str
+    method: str
+    queries: int
+    ndcg_at_10: float
+    ndcg_ci: tuple[float, float]
+    recall_at_10: float
+    recall_ci: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Margin:
+    """hybrid − the best baseline of a query set in NDCG@10, paired over the same queries."""
+    query_set: str
+    best_baseline: str
+    delta: float
+    ci: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    params: FusionParams
+    tuning: dict
+    results: tuple[MethodResult, ...]
+    margins: tuple[Margin, ...]
+
+    def result(self, query_set: str, method: str) -> MethodResult:
+        return next(r for r in self.results if (r.query_set, r.method) == (query_set, method))
+
+    def metrics(self) -> dict[str, float]:
+        """Flat keys for the manifest: '<set>/<method>/<metric>', plus the served default (hybrid)
+        on typed titles as plain 'ndcg_at_10' / 'recall_at_10' (what compression is judged on)."""
+        out = {}
+        for r in self.results:
+            out[f"{r.query_set}/{r.method}/ndcg_at_10"] = r.ndcg_at_10
+            out[f"{r.query_set}/{r.method}/recall_at_10"] = r.recall_at_10
+        head = self.result("typo_title", "hybrid")
+        out["ndcg_at_10"], out["recall_at_10"] = head.ndcg_at_10, head.recall_at_10
+        return out
+
+    def failures(self) -> list[str]:
+        """The publish rule: on every query set's evaluation queries, hybrid's NDCG@10 must beat
+        each baseline's (strictly)."""
+        out = []
+        for m in self.margins:
+            if not m.delta > 0:
+                best = self.result(m.query_set, m.best_baseline)
+                out.append(f"{m.query_set}: hybrid NDCG@10 "
+                           f"{self.result(m.query_set, 'hybrid').ndcg_at_10:.4f} does not beat "
+                           f"{m.best_baseline} {best.ndcg_at_10:.4f}")
+        return out
+
+
+def evaluate(sets: Mapping[str, SetScores], item_ids: np.ndarray,
+             extra_methods: tuple[str, ...] = ()) -> Evaluation:
+    params, record = tune({n: s.split(True) for n, s in sets.items()}, item_ids)
+    results, margins = [], []
+    for name, s in sets.items():
+        ev = s.split(False)
+        per = {m: per_query(ev.method(m, params), ev.qs, item_ids) for m in METHODS + extra_methods}
+        for m, (ndcg, recall) in per.items():
+            results.append(MethodResult(name, m, int(ndcg.size), float(ndcg.mean()),
+                                        bootstrap_ci(ndcg), float(recall.mean()),
+                                        bootstrap_ci(recall)))
+        best = max(BASELINES, key=lambda m: per[m][0].mean())
+        diff = per["hybrid"][0] - per[best][0]
+        margins.append(Margin(name, best, float(diff.mean()), bootstrap_ci(diff)))
+    return Evaluation(params, record, tuple(results), tuple(margins))

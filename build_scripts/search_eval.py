@@ -212,6 +212,9 @@ class Evaluation:
         for r in self.results:
             out[f"{r.query_set}/{r.method}/ndcg_at_10"] = r.ndcg_at_10
             out[f"{r.query_set}/{r.method}/recall_at_10"] = r.recall_at_10
+        for m in self.margins:
+            out[f"{m.query_set}/hybrid_minus_{m.best_baseline}/ndcg_at_10"] = m.delta
+        out["publish_rule_passed"] = float(not self.failures())
         head = self.result("typo_title", "hybrid")
         out["ndcg_at_10"], out["recall_at_10"] = head.ndcg_at_10, head.recall_at_10
         return out

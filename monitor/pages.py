@@ -11,6 +11,7 @@ from flask import (Blueprint, abort, current_app, flash, get_flashed_messages, r
                    render_template, request, session, url_for)
 
 from monitor import views
+from monitor.detect import expected_false_alarms_per_day
 from monitor.operator import ACTIONS, OperatorError, perform
 
 pages = Blueprint("pages", __name__, template_folder="templates")
@@ -134,5 +135,10 @@ def config():
     poller, _ = _state()
     detectors = {name: {k: getattr(c, k) for k in c.__dataclass_fields__}
                  for name, c in poller.detector_configs.items()}
+    with poller.lock:
+        models = len(poller.models)
+    # Expected false alarms of the watched fleet: series x stated rate (monitor.detect).
+    fleet = expected_false_alarms_per_day(poller.detector_configs.values(), models)
     return render_template("config.html", config=current_app.config["SENTINEL_CONFIG"],
-                           detectors=detectors, **_common())
+                           detectors=detectors, fleet_false_alarms=fleet, fleet_models=models,
+                           **_common())

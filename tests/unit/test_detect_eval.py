@@ -8,19 +8,20 @@ import numpy as np
 import pytest
 
 from monitor.detect import DetectorConfig
+from sentinel.bench.detect import BENCH_BEGIN, BENCH_END, default_nab_dir
 from monitor.detect_cli import (
-    BENCH_BEGIN,
-    BENCH_END,
     SeriesFileError,
     bench_detect_main,
     configure_bench_detect_parser,
     configure_detect_parser,
-    default_nab_dir,
     detect_main,
     parse_series_rows,
 )
 from monitor.detect_eval import (
+    NAB_TUNING_FILES,
     NabError,
+    NabSeries,
+    nab_half,
     evaluate_nab,
     load_cost_profile,
     load_nab,
@@ -145,7 +146,7 @@ def test_detect_main_prints_json_for_headerless_column(tmp_path, capsys):
     path.write_text("\n".join(lines) + "\n")
     code, out, _ = run_detect(capsys, path)
     assert code == 0
-    assert json.loads(out) == {"change_points": [300]}
+    assert json.loads(out)["change_points"] == [300]
 
 
 def test_detect_main_csv_format_and_header_and_signal(tmp_path, capsys):
@@ -161,7 +162,7 @@ def test_detect_main_reads_nab_format(tmp_path, capsys):
     path = tmp_path / "nab.csv"
     path.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
     code, out, _ = run_detect(capsys, path)
-    assert (code, json.loads(out)) == (0, {"change_points": [300]})
+    assert (code, json.loads(out)["change_points"]) == (0, [300])
 
 
 def test_detect_main_missing_file_exits_2(tmp_path, capsys):
@@ -219,24 +220,97 @@ def test_bench_without_nab_still_runs_synthetic_part(tmp_path, capsys):
     stale = f"{BENCH_BEGIN}\nSTALE RESULTS\n{BENCH_END}"
     out.write_text(f"# Detector\n\nprose\n\n{stale}\n\nmore prose\n")
     args = bench_args("--nab-dir", tmp_path / "absent", "--out", out, "--seeds", 1,
-                      "--day-samples", 3600)
+                      "--day-samples", 3600, "--clean-days", 1)
     assert bench_detect_main(args) == 0
     printed = capsys.readouterr().out
     assert "NAB not found" in printed
     assert "| error_rate_jump | error_rate |" in printed
     text = out.read_text()
     assert text.startswith("# Detector\n\nprose\n") and text.rstrip().endswith("more prose")
-    assert "STALE RESULTS" not in text and "### Synthetic traces" in text
+    assert "STALE RESULTS" not in text and "#### Synthetic fault traces" in text
+    tuning, evaluation = text.split("### Evaluation results")
+    assert "tuning seeds 0" in tuning and "evaluation seeds 10000" in evaluation
+    assert "| +2% | 100 |" in evaluation and "within 20 %" in evaluation
 
 
 @pytest.mark.skipif(not SHARED_NAB.is_dir(), reason=f"NAB data not present at {SHARED_NAB}")
 def test_bench_on_a_few_nab_files(tmp_path, capsys):
     out = tmp_path / "detector.md"
     args = bench_args("--nab-dir", SHARED_NAB, "--out", out, "--seeds", 1, "--day-samples", 3600,
+                      "--clean-days", 1,
                       "--nab-series", "realKnownCause/ec2_request_latency_system_failure.csv",
-                      "--nab-series", "artificialWithAnomaly/art_daily_jumpsup.csv")
+                      "--nab-series", "realAWSCloudwatch/ec2_cpu_utilization_53ea38.csv")
     assert bench_detect_main(args) == 0
-    text = out.read_text()
-    assert "2 series from" in text
-    row = next(line for line in text.splitlines() if line.startswith("| DetectorConfig()"))
-    assert row.split("|")[2].strip() == "2"
+    tuning, evaluation = out.read_text().split("### Evaluation results")
+    for half in (tuning, evaluation):
+        assert "1 series from" in half
+        row = next(line for line in half.splitlines() if line.startswith("| alert (Anomaly"))
+        assert row.split("|")[2].strip() == "1"
+
+
+def test_nab_halves_are_disjoint_and_cover_every_file():
+    names = ["a/1.csv", "a/2.csv", NAB_TUNING_FILES[0]]
+    series = [NabSeries(n, np.zeros(3), ()) for n in names]
+    tuning, evaluation = nab_half(series, "tuning"), nab_half(series, "evaluation")
+    assert [s.name for s in tuning] == [NAB_TUNING_FILES[0]]
+    assert [s.name for s in evaluation] == ["a/1.csv", "a/2.csv"]
+    with pytest.raises(ValueError):
+        nab_half(series, "both")
+
+
+@pytest.mark.skipif(not SHARED_NAB.is_dir(), reason=f"NAB data not present at {SHARED_NAB}")
+def test_nab_split_is_half_of_each_category():
+    names = sorted(load_json_names(SHARED_NAB))
+    assert set(NAB_TUNING_FILES) <= set(names)
+    for category in {n.split("/")[0] for n in names}:
+        in_category = [n for n in names if n.startswith(category + "/")]
+        tuned = [n for n in in_category if n in NAB_TUNING_FILES]
+        assert len(tuned) == (len(in_category) + 1) // 2
+
+
+def load_json_names(root):
+    return json.loads((root / "labels" / "combined_windows.json").read_text())
+
+
+# ------------------------------------------------------------------ short, long, wide series
+
+
+def test_detect_a_30_point_series_online_and_offline(tmp_path, capsys):
+    path = tmp_path / "short.csv"
+    path.write_text("\n".join(["10"] * 15 + ["30"] * 15) + "\n")
+    code, out, err = run_detect(capsys, path)
+    assert code == 0 and json.loads(out)["change_points"] == [15]
+    code, out, _ = run_detect(capsys, path, "--mode", "offline")
+    assert code == 0 and json.loads(out)["change_points"] == [15]
+
+
+def test_detect_a_10000_point_series_offline_finds_each_step(tmp_path, capsys):
+    pytest.importorskip("ruptures")
+    rng = np.random.default_rng(20_001)
+    values = np.concatenate([rng.normal(m, 1.0, 2500) for m in (0, 5, 0, 5)])
+    path = tmp_path / "long.csv"
+    path.write_text("\n".join(f"{v:.4f}" for v in values) + "\n")
+    code, out, _ = run_detect(capsys, path, "--mode", "offline")
+    found = json.loads(out)["change_points"]
+    assert code == 0 and len(found) == 3
+    assert all(abs(f - e) <= 5 for f, e in zip(found, (2500, 5000, 7500)))
+
+
+def test_two_numeric_columns_are_refused_unless_one_is_chosen(tmp_path, capsys):
+    path = tmp_path / "two.csv"
+    rows = [f"{100 + (i >= 300) * 100 + (i % 3)},{i % 7}" for i in range(400)]
+    path.write_text("latency,errors\n" + "\n".join(rows) + "\n")
+    code, out, err = run_detect(capsys, path)
+    assert code == 2 and "--column" in err and "does not detect jointly" in err
+    code, out, _ = run_detect(capsys, path, "--column", "latency")
+    assert code == 0 and json.loads(out)["change_points"] == [300]
+    code, _, err = run_detect(capsys, path, "--column", "nope")
+    assert code == 2 and "no column 'nope'" in err
+
+
+def test_a_numeric_timestamp_column_is_not_a_series(tmp_path, capsys):
+    path = tmp_path / "epoch.csv"
+    rows = [f"{1700000000 + i},{10 + 10 * (i >= 200)}" for i in range(300)]
+    path.write_text("timestamp,latency\n" + "\n".join(rows) + "\n")
+    code, out, _ = run_detect(capsys, path)
+    assert code == 0 and json.loads(out)["change_points"] == [200]

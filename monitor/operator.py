@@ -82,6 +82,8 @@ def perform(poller, events, model: str, action: str, version=None, actor: str = 
     actor = (actor or "operator")[:80]
     reason = (reason or "")[:500]
     published = poller.repository_versions(model)
+    if action in _SWITCHES:
+        poller.settle(model)  # a switch that just finished is applied before this one is judged
     with poller.lock:
         rt = _runtime(poller, model)
         if poller.desired_store is not None and rt.desired is None and action != "ack":

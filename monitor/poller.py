@@ -480,6 +480,24 @@ class Poller:
             return None
         return future.result(timeout=self.load_timeout_s + 30)
 
+    def settle(self, model: str, timeout_s: float | None = None) -> bool:
+        """Wait (no lock held) until no switch of `model` is running and its result was applied."""
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None
+                                       else self.load_timeout_s + 3 * self.interval_s)
+        future = self.actuator.future_of(model)
+        if future is not None:
+            try:
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001 - its outcome is recorded by the cycle, not here
+                pass
+        while time.monotonic() < deadline:
+            with self.lock:
+                rt = self.models.get(model)
+                if rt is None or rt.pending is None:
+                    return True
+            time.sleep(0.05)
+        return False
+
     @property
     def load_timeout_s(self) -> float:
         return float(getattr(self.repo, "timeout_s", 120.0))

@@ -26,7 +26,9 @@ def model_summary(rt) -> dict:
     return {
         "model": rt.name, "served_version": rt.served, "activated_at": rt.activated_at,
         "phase": d.phase if d else None, "reason": d.reason if d else None,
-        "action": d.action if d else None, "known_good": rt.known.known_good,
+        "action": d.action if d else None,
+        "known_good": (want.last_known_good.version if want is not None and want.last_known_good
+                       else rt.known.known_good),
         "pinned": rt.pinned, "frozen": rt.is_frozen,
         "desired": None if want is None else {
             "version": want.version, "generation": want.generation,

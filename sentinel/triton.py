@@ -182,6 +182,18 @@ class TritonServer:
             except FileNotFoundError:
                 pass
 
+    def kill(self) -> None:
+        """A crash: SIGKILL to the server and its stubs, no shutdown; then the launcher's own
+        clean-up of its shared-memory regions (what a pod restart does to /dev/shm)."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                proc.kill()
+            proc.wait()
+        self.stop()
+
     def __enter__(self) -> "TritonServer":
         return self.start()
 

@@ -3,7 +3,8 @@
 is published and shipped with it, so queries and items are always encoded by the same graph. The
 BM25 index (SQLite FTS5) is built here too, the fusion is tuned on tuning queries with that
 artefact's embeddings, and every method is measured on evaluation queries; the version is
-published only if hybrid beats every baseline on each query set (search_eval.Evaluation.failures)."""
+published only if hybrid passes the publish rule (search_eval.Evaluation.failures): not measurably
+below the best baseline on any query set, and above every baseline over the sets."""
 from __future__ import annotations
 
 import shutil
@@ -16,7 +17,8 @@ import torch
 
 from build_scripts import movielens
 from build_scripts.pipeline import BuildError, BuildJob, Predict, PredictRunner, source
-from build_scripts.search_eval import Evaluation, SetScores, evaluate, jaccard_scores, lexical_matrices
+from build_scripts.search_eval import (BASELINES, Evaluation, SetScores, evaluate, jaccard_scores,
+                                      lexical_matrices)
 from build_scripts.search_model import MeanPooledEncoder, catalogue_text, load_encoder, minilm_dir
 from build_scripts.search_queries import query_sets
 from build_scripts.specs import SEARCH, ModelSpec
@@ -36,11 +38,11 @@ GOLDEN_MODES = ("dense", "lexical")  # besides the default (hybrid): a few probe
 
 
 class BelowBaseline(BuildError):
-    """Hybrid does not beat every baseline on every query set; nothing was published."""
+    """Hybrid fails the publish rule against the baselines; nothing was published."""
 
     def __init__(self, evaluation: Evaluation):
         self.evaluation = evaluation
-        super().__init__("search hybrid does not beat every baseline, refusing to publish: "
+        super().__init__("search hybrid fails the publish rule, refusing to publish: "
                          + "; ".join(evaluation.failures()))
 
 
@@ -121,8 +123,11 @@ def search_job(workdir: Path, spec: ModelSpec = SEARCH, model_dir: Path | None =
         if failures and enforce_publish_rule:
             raise BelowBaseline(ev)
         np.savez(work / ITEMS, item_ids=ids, embeddings=items)
-        rule = {"rule": "hybrid NDCG@10 > every baseline's (jaccard, bm25, dense) on each query "
-                        "set's evaluation queries", "passed": not failures, "failures": failures,
+        rule = {"rule": "on each query set's evaluation queries, the paired 95% CI of hybrid - best "
+                        "baseline NDCG@10 reaches 0 or above; hybrid's mean NDCG@10 over the sets "
+                        "> every baseline's (jaccard, bm25, dense)", "passed": not failures,
+                "failures": failures,
+                "mean_over_sets": {m: ev.mean_over_sets(m) for m in ("hybrid",) + BASELINES},
                 "enforced": enforce_publish_rule,
                 "margins": [{"query_set": m.query_set, "best_baseline": m.best_baseline,
                              "delta": m.delta, "ci95": list(m.ci)} for m in ev.margins]}

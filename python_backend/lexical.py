@@ -6,7 +6,11 @@ SQLite file that is published with the version; serving copies it into memory.
 Scores are normalised per query by what a perfect match would score (the sum of the query terms'
 IDF), so that a strong title match reads near 1 and a description that only shares a word or two
 with some title reads low: min-max normalisation would make every query's best match 1, and the
-fusion could no longer tell a confident lexical hit from noise."""
+fusion could no longer tell a confident lexical hit from noise.
+
+Besides BM25, each item gets its word coverage: the share of the query's distinct words it contains.
+BM25 lets one rare word outweigh two common ones ("comedy from 1995" ranks "From Dusk Till Dawn"
+first), coverage counts them alike, which is what an attribute query (a year and a genre) needs."""
 from __future__ import annotations
 
 import math
@@ -23,6 +27,7 @@ LEXICAL_INDEX = "lexical.sqlite3"
 # FTS5's bm25() defaults; the normaliser below assumes the same k1 and b.
 K1, B = 1.2, 0.75
 _TABLES = ("words", "trigrams")
+_YEAR = re.compile(r"(18|19|20)[0-9][0-9]")
 
 
 def normalise(text: str) -> str:
@@ -74,6 +79,8 @@ class LexicalScores:
     trigrams: np.ndarray  # float32 [n_items]
     words_max: float
     trigrams_max: float
+    coverage: np.ndarray  # float32 [n_items]: share of the query's distinct words in the item
+    has_year: bool        # the query holds a 4-digit year (1800-2099)
 
     def combined(self, trigram_weight: float) -> np.ndarray:
         """(words + w·trigrams) / (perfect words + w·perfect trigrams), in [0, ~1]."""
@@ -123,12 +130,28 @@ class LexicalIndex:
         return out, best
 
     def scores(self, query: str) -> LexicalScores:
-        w, w_max = self._field("words", words(query))
+        # one FTS5 query per word: BM25 is a sum over terms, so the parts add up to the OR query's
+        # score (checked in the tests) and also say which items hold which word
+        terms = words(query)
+        w = np.zeros(len(self.item_ids), np.float32)
+        coverage = np.zeros(len(self.item_ids), np.float32)
+        w_max = 0.0
+        for term in terms:
+            part, best = self._field("words", [term])
+            w += part
+            w_max += best
+            coverage += part > 0
+        if terms:
+            coverage /= len(terms)
         t, t_max = self._field("trigrams", trigrams(query))
-        return LexicalScores(w, t, w_max, t_max)
+        return LexicalScores(w, t, w_max, t_max, coverage, has_year(query))
 
     def close(self) -> None:
         self.con.close()
+
+
+def has_year(text: str) -> bool:
+    return any(_YEAR.fullmatch(w) for w in normalise(text).split())
 
 
 def _idf(df: int, n: int) -> float:

@@ -12,9 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from python_backend.fusion import (DEFAULT_MODE, FUSION, MODES, FusionParams, rank_scores,
-                                   trigram_weight_of)
-from python_backend.lexical import LEXICAL_INDEX, LexicalIndex
+from python_backend.fusion import DEFAULT_MODE, FUSION, MODES, FusionParams, rank_scores
+from python_backend.lexical import LEXICAL_INDEX, LexicalIndex, LexicalScores
 from python_backend.ranker_features import InvalidRequest
 from python_backend.runners import Runner, RunnerOptions, select_runner
 from python_backend.seqrec_service import parse_k
@@ -118,8 +117,8 @@ class SearchService:
     def embed(self, queries: Sequence[str]) -> np.ndarray:
         return self.runner.run(tokenise(self.tokenizer, queries))["embedding"]
 
-    def lexical_scores(self, query: str, mode: str = "lexical") -> np.ndarray:
-        return self.lexical.scores(query).combined(trigram_weight_of(mode, self.fusion))
+    def lexical_scores(self, query: str) -> LexicalScores:
+        return self.lexical.scores(query)
 
     def search(self, reqs: list[SearchRequest]) -> list[SearchResult]:
         """All queries of a dynamic batch in one encoder run; every mode returns the embedding."""
@@ -127,7 +126,7 @@ class SearchService:
         sims = emb @ self.item_embeddings.T
         out = []
         for e, s, r in zip(emb, sims, reqs):
-            lexical = self.lexical_scores(r.query, r.mode) if r.mode != "dense" else None
+            lexical = self.lexical_scores(r.query) if r.mode != "dense" else None
             ranked = rank_scores(r.mode, s, lexical, self.fusion)
             idx, scores = top_k(ranked, r.k)
             out.append(SearchResult(e.astype(np.float32), self.item_ids[idx], scores))

@@ -32,9 +32,7 @@ def zoo_repo(tmp_path_factory, trained_ranker, trained_seqrec) -> Path:
         repo = tmp_path_factory.mktemp("zoo")
         build_ranker(repo, trained=trained_ranker)
         build_seqrec(repo, trained=trained_seqrec)
-        # hybrid does not beat BM25 on typed titles (docs/models.md): the rule's verdict is
-        # recorded in the version, and the serving path is tested all the same
-        build_search(repo, enforce_publish_rule=False)
+        build_search(repo)  # the default build: the publish rule is enforced and must pass
         build_recommend(repo)
         _CACHE["repo"] = repo
     return _CACHE["repo"]

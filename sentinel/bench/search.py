@@ -193,13 +193,23 @@ def search_markdown(r: SearchBenchReport) -> str:
     lines += [f"| {m.query_set} | {m.best_baseline} | {m.delta:+.4f} | {_ci(m.ci)} |"
               for m in ev.margins]
     fails = ev.failures()
-    lines += ["", f"Publish rule (hybrid beats every baseline on every set): "
+    means = ", ".join(f"{m} {ev.mean_over_sets(m):.4f}" for m in ("hybrid", "jaccard", "bm25", "dense"))
+    kinds = r.fusion.get("tuning", {}).get("tuning_queries_by_kind")
+    lines += ["", f"Mean NDCG@10 over the four sets: {means}.", "",
+              f"Publish rule (on no set measurably below the best baseline — paired 95 % CI of the "
+              f"difference reaching 0 — and above every baseline on the mean over sets): "
               f"{'passed' if not fails else 'FAILED — ' + '; '.join(fails)}", "",
               f"Fusion of this version (tuned on tuning queries): trigram weight "
-              f"{p.trigram_weight:g} (lexical mode), {p.hybrid_trigram_weight:g} (hybrid); gate "
-              f"threshold {p.gate_threshold:g}, scale {p.gate_scale:g}, max lexical weight "
-              f"{p.max_lexical_weight:g}.", "",
-              "Served through Triton (gRPC, one query per request, queries alternating typed titles "
+              f"{p.trigram_weight:g} (lexical mode), {p.hybrid_trigram_weight:g} (hybrid); title "
+              f"blend dense {p.title_dense_weight:g}, coverage {p.title_coverage_weight:g}; "
+              f"attribute blend dense {p.attribute_dense_weight:g}, minimum coverage "
+              f"{p.attribute_min_coverage:g}; title gate threshold {p.gate_threshold:g}, typo "
+              f"weight {p.gate_typo_weight:g}, dense weight {p.gate_dense_weight:g}.", ""]
+    if kinds:
+        lines += ["Query kinds the gate chose on the tuning queries (title / attribute / meaning): "
+                  + "; ".join(f"{n} {k['title']}/{k['attribute']}/{k['meaning']}"
+                              for n, k in kinds.items()) + ".", ""]
+    lines += ["Served through Triton (gRPC, one query per request, queries alternating typed titles "
               "and genre descriptions), closed loop:", "",
               "| mode | clients | requests/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|---:|"]
     for c in r.cells:

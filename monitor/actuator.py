@@ -87,6 +87,14 @@ class Actuator:
             self._finished.append(result)
         return result
 
+    def take(self, result: ActionResult) -> bool:
+        """Claim one finished result for the caller to apply (False: the poller already has it)."""
+        with self._lock:
+            if result in self._finished:
+                self._finished.remove(result)
+                return True
+            return False
+
     def drain(self) -> list[ActionResult]:
         """Finished actions since the last call, oldest first."""
         with self._lock:

@@ -23,13 +23,18 @@ def _num(name: str, description: str) -> dict:
 
 
 _ACTION_TEXT = {
-    "rollback": "Serve an earlier version (default: the last known good). Refused when the target "
-                "is pinned away from, failed its golden set, failed to load or already serves.",
-    "promote": "Serve a (newer) version; it is then watched like any activation.",
+    "deploy": "Serve a published version under watch: the desired state is written first (its "
+              "generation is returned), then the version is loaded and verified; it is rolled "
+              "back automatically if it degrades before it becomes known good. A rejected version "
+              "needs \"force\": true.",
+    "rollback": "Serve an earlier version (default: the newest known good that was not rejected) "
+                "and reject the served one. Refused when the target is pinned away from, failed "
+                "its golden set, failed to load, was rejected or already serves.",
+    "promote": "Serve a version and vouch for it: it joins the known-good history at once.",
     "pin": "Pin a version (default: the served one): no automatic rollback away from it.",
     "unpin": "Remove the pin.",
     "ack": "Acknowledge the current non-healthy phase: no more alerts for it until it changes.",
-    "mark_good": "Mark a version (default: the served one) as last known good.",
+    "mark_good": "Append a version (default: the served one) to the known-good history.",
 }
 
 
@@ -54,6 +59,10 @@ def openapi_document() -> dict:
                             "schema": {"type": "string"}},
                            _num("since", "unix seconds; only points at or after")],
             "responses": {"200": _json("Series"), "400": _ERROR, "404": _ERROR}}},
+        "/api/models/{model}/desired": {"get": {
+            "summary": "The model's desired state as stored in the repository (sentinel.json)",
+            "parameters": [_model_param()],
+            "responses": {"200": _json("Desired"), "404": _ERROR}}},
         "/api/events": {"get": {
             "summary": "The event log, newest first",
             "parameters": [
@@ -87,7 +96,17 @@ def openapi_document() -> dict:
             "known_good": nullable_str, "pinned": nullable_str, "frozen": {"type": "boolean"},
             "activated_at": {"type": "number", "nullable": True},
             "acked": {"type": "object", "nullable": True},
+            "desired": {"type": "object", "nullable": True},
+            "desired_error": nullable_str,
             "versions": {"type": "array", "items": {"type": "object"}}}},
+        "Desired": {"type": "object", "required": ["model", "desired"], "properties": {
+            "model": {"type": "string"}, "error": nullable_str,
+            "desired": {"type": "object", "nullable": True, "properties": {
+                "version": nullable_str, "generation": {"type": "integer"},
+                "known_good": {"type": "array", "items": {"type": "object"}},
+                "rejected": {"type": "array", "items": {"type": "object"}},
+                "watch": {"type": "object", "nullable": True}, "pinned": nullable_str,
+                "frozen": {"type": "boolean"}}}}},
         "ModelList": {"type": "object", "required": ["models"], "properties": {
             "models": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}}}},
         "Versions": {"type": "object", "required": ["model", "versions"], "properties": {
@@ -103,11 +122,13 @@ def openapi_document() -> dict:
             "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}}},
         "ActionRequest": {"type": "object", "properties": {
             "version": {"type": "string", "pattern": "^[0-9]+$"},
-            "reason": {"type": "string", "maxLength": 500}}},
+            "reason": {"type": "string", "maxLength": 500},
+            "force": {"type": "boolean", "description": "deploy: also a rejected version"}}},
         "ActionResult": {"type": "object", "required": ["ok"], "properties": {
             "ok": {"type": "boolean"}, "model": {"type": "string"}, "action": {"type": "string"},
             "version": nullable_str, "detail": {"type": "string"},
-            "seconds": {"type": "number", "nullable": True}}},
+            "seconds": {"type": "number", "nullable": True},
+            "generation": {"type": "integer", "nullable": True}}},
     }
     return {
         "openapi": "3.0.3",

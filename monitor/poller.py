@@ -21,7 +21,8 @@ from monitor.detect import DetectorConfig
 from monitor.judge import Judge, Judgement
 from monitor.probe import GoldenProber
 from monitor.reconcile import Observed, Step, plan, published_versions
-from monitor.records import ActionRecord, Alert, Decision, Event, Policy, Scrape, VersionState
+from monitor.records import (ActionRecord, Alert, Decision, Event, KnownGoodState, Policy, Scrape,
+                             VersionState)
 from monitor.runtime import (PHASES, WATCHED_SIGNALS, ModelRuntime, MonitorMetrics,
                              default_detector_configs)
 from monitor.scrape import Scraper
@@ -100,7 +101,9 @@ class Poller:
 
     def repository_versions(self, model: str) -> list[str]:
         """Versions published on disk, loaded or not (Triton's index lists only those it tried)."""
-        model_dir = self.repo.repository / model
+        if self.desired_store is None:
+            return []
+        model_dir = self.desired_store.repository / model
         if not model_dir.is_dir():
             return []
         return list(published_versions([p.name for p in model_dir.iterdir() if p.is_dir()]))
@@ -120,6 +123,9 @@ class Poller:
             rt.desired_error = error
             if error is None:
                 rt.desired = state
+                last = state.last_known_good if state is not None else None
+                rt.known = KnownGoodState(last.version if last else None, rt.known.candidate,
+                                          rt.known.healthy_since)
             if rt.desired is not None:
                 if rt.desired.version and rt.desired.version.isdigit():
                     self.metrics.desired.labels(model).set(int(rt.desired.version))
@@ -288,7 +294,8 @@ class Poller:
         now = self.clock()
         with self.lock:
             busy = self.models[model].pending is not None or self.actuator.busy(model)
-        if judged.promote is not None:
+            busy_frozen = self.models[model].is_frozen
+        if judged.promote is not None and not (self.policy.freeze or busy_frozen):
             version, baseline = judged.promote, judged.promote_baseline
             if self._write(model, lambda s: ds.mark_known_good(s, version, now, "poller", baseline)
                            if s is not None else None, f"mark version {version} known good"):
@@ -422,11 +429,15 @@ class Poller:
                                 action_in_flight=rt.pending is not None
                                 or self.actuator.busy(model))
             desired, error = rt.desired, rt.desired_error
-            last_attempt = rt.last_reconcile_at
+            last_attempt, frozen = rt.last_reconcile_at, rt.is_frozen
         if error is not None:
             return Step("wait", reason=error)  # never act on a state file we could not read
         if self.desired_store is None:
             return Step("none")
+        if self.policy.freeze or frozen:
+            # Frozen: observe and judge, change nothing (an outside activation stays noted and is
+            # adopted once thawed).
+            return Step("wait", reason="frozen: not reconciling")
         now = self.clock()
         step = plan(desired, observed, now, last_attempt, self.policy.reconcile_retry_s)
         with self.lock:
@@ -478,7 +489,16 @@ class Poller:
             with self.lock:
                 self.runtime(request.model).pending = None
             return None
-        return future.result(timeout=self.load_timeout_s + 30)
+        result = future.result(timeout=self.load_timeout_s + 30)
+        # Applied here rather than in the next cycle, so that when the API answers, the event log
+        # and the pages already show the outcome.
+        if self.actuator.take(result):
+            with self.lock:
+                follow_up = self._apply_result(result)
+            self._flush()
+            if follow_up:
+                self._after_failed_deploy(result)
+        return result
 
     def settle(self, model: str, timeout_s: float | None = None) -> bool:
         """Wait (no lock held) until no switch of `model` is running and its result was applied."""

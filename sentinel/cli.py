@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -39,6 +40,43 @@ def cmd_build(args: argparse.Namespace) -> int:
           + (f"; {comp['precision']} ΔAUC {comp['delta']:+.4f}, speed-up ×{comp['speedup']:.2f}"
              if comp else "")
           + (f"; FAULT {FAULT_PRESETS[args.fault]}" if args.fault else ""))
+    _say_what_serves(Path(args.repository), published.model, str(published.version))
+    return 0
+
+
+def _say_what_serves(repository: Path, model: str, version: str) -> None:
+    from sentinel.desired_state import DesiredStateStore
+    state = DesiredStateStore(repository).read(model)
+    if state is not None and state.version != version:
+        print(f"  v{state.version} serves (desired state, {repository / model / 'sentinel.json'}); "
+              f"roll the new version out under watch with `sentinel deploy {model} {version}`")
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Ask the sidecar to deploy: it records the intent in the desired state, loads, watches."""
+    import requests
+    token = args.token or os.environ.get("SENTINEL_TOKEN")
+    if not token:
+        print("error: a control token is needed (--token or SENTINEL_TOKEN)", file=sys.stderr)
+        return 2
+    url = f"{args.sidecar.rstrip('/')}/api/models/{args.model}/deploy"
+    try:
+        r = requests.post(url, json={"version": args.version, "reason": args.reason or "",
+                                     "force": args.force},
+                          headers={"X-Sentinel-Token": token, "X-Sentinel-Actor": args.actor},
+                          timeout=args.timeout)
+    except requests.RequestException as exc:
+        print(f"error: sidecar at {args.sidecar} unreachable: {exc}", file=sys.stderr)
+        return 1
+    try:
+        body = r.json()
+    except ValueError:
+        body = {"error": r.text[:500]}
+    if not r.ok:
+        print(f"error: HTTP {r.status_code}: {body.get('error', body)}", file=sys.stderr)
+        return 1
+    print(f"{body['detail']} in {body.get('seconds') or 0:.2f}s (desired state generation "
+          f"{body.get('generation')}); it stays under watch until it is known good")
     return 0
 
 
@@ -256,6 +294,18 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--metrics-port", type=int, default=8002)
     se.add_argument("--log", default=None, help="append the Triton log to this file")
     se.set_defaults(func=cmd_serve)
+
+    dp = sub.add_parser("deploy", help="roll a published version out through the sidecar: desired "
+                                       "state first, then the load, then the watch")
+    dp.add_argument("model")
+    dp.add_argument("version")
+    dp.add_argument("--sidecar", default="http://127.0.0.1:8080", help="the sidecar's URL")
+    dp.add_argument("--token", default=None, help="control token (default: SENTINEL_TOKEN)")
+    dp.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who deploys (logged)")
+    dp.add_argument("--reason", default=None, help="why (logged with the event)")
+    dp.add_argument("--force", action="store_true", help="deploy a version that was rejected")
+    dp.add_argument("--timeout", type=float, default=200.0, help="seconds to wait for the load")
+    dp.set_defaults(func=cmd_deploy)
 
     ev = sub.add_parser("events", help="list the sidecar's event log")
     ev.add_argument("--db", default="sentinel-events.sqlite3")

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import requests
+
 from monitor.act import RepositoryClient
 from monitor.config import load_config
 from monitor.sidecar import Sidecar
@@ -62,16 +64,17 @@ class DemoSession:
                      f"{len(published.manifest['golden'])} golden requests")
 
     def start(self) -> "DemoSession":
+        # Default flags: Triton loads the version the repository's desired state names (v1, written
+        # when it was published), not the newest one.
         opts = TritonOptions(self.repo, free_port(), free_port(), free_port(), admin_key=ADMIN_KEY,
-                             models=(), log_path=self.workdir / "triton.log")
+                             log_path=self.workdir / "triton.log")
+        started = time.monotonic()
         self.triton = TritonServer(opts).start()
         self.repo_client = RepositoryClient(opts.http_url, self.repo, admin_key=ADMIN_KEY)
-        first = next(iter(self.versions))
-        outcome = self.repo_client.load("ranker", first)
-        if not outcome.ok:
-            raise RuntimeError(f"could not load ranker v{first}: {outcome.detail}")
+        ready = sorted(e["version"] for e in self.triton.index() if e.get("state") == "READY")
         self.say(f"tritonserver up (HTTP {opts.http_port}, gRPC {opts.grpc_port}, metrics "
-                 f"{opts.metrics_port}); ranker v{first} loaded in {outcome.seconds:.1f}s")
+                 f"{opts.metrics_port}) in {time.monotonic() - started:.1f}s; serving ranker "
+                 f"v{', v'.join(ready) or ' none'} (the desired version)")
         overrides = {"triton_url": opts.http_url, "metrics_url": opts.metrics_url,
                      "admin_key": ADMIN_KEY, "repository": str(self.repo), "port": 0,
                      "db_path": str(self.workdir / "events.sqlite3"), "token": TOKEN,
@@ -84,6 +87,15 @@ class DemoSession:
         self.say(f"replaying MovieLens users: {self.clients} gRPC clients × "
                  f"{self.rate_per_client:g} req/s, 64 candidates each")
         return self
+
+    def deploy(self, version: str, reason: str = "") -> tuple[bool, str]:
+        """`sentinel deploy` through the sidecar's API: intent first, then activation under watch."""
+        r = requests.post(f"{self.sidecar.url}/api/models/ranker/deploy",
+                          json={"version": version, "reason": reason},
+                          headers={"X-Sentinel-Token": TOKEN, "X-Sentinel-Actor": "demo"},
+                          timeout=200)
+        body = r.json()
+        return r.ok, body.get("detail") or body.get("error", "")
 
     # ------------------------------------------------------------------ state
 

@@ -57,4 +57,6 @@ def test_cli_build_twice_publishes_versions_1_and_2(tmp_path, capsys):
     assert main(["build", "ranker", "--repository", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "ranker v1: AUC" in out and "ranker v2: AUC" in out and "epoch" in out
-    assert sorted(p.name for p in (tmp_path / "ranker").iterdir()) == ["1", "2", "config.pbtxt"]
+    assert sorted(p.name for p in (tmp_path / "ranker").iterdir()) == ["1", "2", "config.pbtxt",
+                                                                 "sentinel.json"]
+    assert "v1 serves" in out and "sentinel deploy ranker 2" in out

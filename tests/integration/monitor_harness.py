@@ -94,12 +94,11 @@ class Harness:
 
 
 def start_harness(repo: Path, workdir: Path, clients: int = 4, rate: float = 25.0) -> Harness:
+    # Default flags: Triton serves the desired version (v1) by itself.
     opts = TritonOptions(repo, free_port(), free_port(), free_port(), admin_key=ADMIN_KEY,
-                         models=(), log_path=workdir / "triton.log")
+                         log_path=workdir / "triton.log")
     triton = TritonServer(opts).start()
     repo_client = RepositoryClient(opts.http_url, repo, admin_key=ADMIN_KEY)
-    outcome = repo_client.load("ranker", "1")
-    assert outcome.ok, outcome.detail
     sidecar = Sidecar(sidecar_config(opts, workdir / "events.sqlite3")).start()
     load = LoadGenerator(opts.grpc_url, clients=clients, rate_per_client=rate).start()
     return Harness(triton, sidecar, load, repo_client)

@@ -19,6 +19,8 @@ from monitor.actuator import ActionRequest, ActionResult, Actuator
 from monitor.alert_queue import AlertQueue
 from monitor.detect import DetectorConfig
 from monitor.judge import Judge, Judgement
+from monitor.observe import apply_index
+from monitor.outcomes import apply_result
 from monitor.probe import GoldenProber
 from monitor.reconcile import Observed, Step, plan, published_versions
 from monitor.records import (ActionRecord, Alert, Decision, Event, KnownGoodState, Policy, Scrape,
@@ -212,56 +214,20 @@ class Poller:
             return  # keep the last known states; decide sees stale data as inconclusive
         self.index_error = None
         self._index_known = True
-        by_model: dict[str, list[VersionState]] = {}
-        for model, state in entries:
-            by_model.setdefault(model, []).append(state)
-        for model in set(by_model) | set(self.models):
-            rt = self.runtime(model)
-            rt.states = tuple(sorted(by_model.get(model, ()),
-                                     key=lambda s: int(s.version) if s.version.isdigit() else -1))
-            ours = model in in_flight or rt.pending is not None or any(
-                r.request.model == model and r.finished_at >= index_at for r in finished)
-            if ours:
-                continue  # our own action is switching it; its result says what serves
-            ready = [s.version for s in rt.states if s.state == "READY" and s.version.isdigit()]
-            served = max(ready, key=int) if ready else None
-            first = not rt.observed_once
-            rt.observed_once = True
-            if served is None:
-                rt.served = None  # nothing serves: the reconcile step loads the desired version
-            elif served != rt.served:
-                previous = rt.served or rt.last_served
-                rt.snapshot_current()
-                rt.served = served
-                if served != previous or first:
-                    # Not by us: someone loaded it through Triton's API, or this sidecar just
-                    # started. The reconcile step decides whether that is a deploy under watch.
-                    rt.external = True
-                    rt.activated_at = (rt.desired.watch.since if first and rt.under_watch
-                                       else now)
-                    self._emit(Event(now, model, served, "activation",
-                                     reason=(f"version {served} serves (first seen by this sidecar)"
-                                             if first or previous is None
-                                             else f"version {served} now serves (was {previous})"),
-                                     evidence={"previous": previous, "first_seen": first}))
-                # else: the same version is back after a Triton restart; nothing was activated
-            if rt.served is not None:
-                rt.last_served = rt.served
-            self._note_load_failure(rt, now)
+        for event in apply_index(self.runtime, list(self.models), entries, index_at, now,
+                                 finished, in_flight):
+            self._emit(event)
 
-    def _note_load_failure(self, rt: ModelRuntime, now: float) -> None:
-        newest = max((s for s in rt.states if s.version.isdigit()), key=lambda s: int(s.version),
-                     default=None)
-        # "unloaded" is how Triton lists a version it let go of normally (e.g. after a switch)
-        if newest is not None and newest.state == "UNAVAILABLE" and newest.version != rt.served \
-                and newest.reason and newest.reason != "unloaded" \
-                and (newest.version, newest.reason) not in rt.load_failures_seen:
-            rt.load_failures_seen.add((newest.version, newest.reason))
-            rt.requested, rt.requested_at = newest.version, now
-            self._emit(Event(now, rt.name, newest.version, "load_failure",
-                               reason=f"version {newest.version} failed to load; "
-                                      f"version {rt.served} stays served",
-                               evidence={"reason": newest.reason[-2000:]}))
+    def _apply_result(self, result: ActionResult) -> bool:
+        """Under the lock. True when a desired-state follow-up is needed (a deploy that failed)."""
+        applied = apply_result(self.runtime(result.request.model), result, self.metrics,
+                               self.judge.new_detectors)
+        for event in applied.events:
+            self._emit(event)
+        for alert in applied.alerts:
+            if self.alerts is not None:
+                self.alerts.send(alert)
+        return applied.failed_deploy
 
     def _add_probe(self, probe) -> None:
         rt = self.models.get(probe.model)
@@ -357,46 +323,6 @@ class Poller:
 
     # ------------------------------------------------------------------ action results
 
-    def _apply_result(self, result: ActionResult) -> bool:
-        """Under the lock. True when a desired-state follow-up is needed (a deploy that failed)."""
-        req, outcome, probe = result.request, result.outcome, result.probe
-        rt = self.runtime(req.model)
-        rt.pending = None
-        if probe is not None and outcome.ok:
-            rt.probes.append(probe)
-        if outcome.ok:
-            if req.kind in ("rollback", "reload", "reconcile"):
-                # The bad period must not become the reference for what comes next: resume the
-                # target's own baseline if we have it, else start fresh. A deploy keeps the
-                # detectors, so the new version is judged against the old one.
-                self._reset_detectors(rt, resume=req.version if req.kind != "reload" else None)
-            if req.version != rt.served:
-                if req.kind in ("deploy", "promote"):
-                    rt.snapshot_current()
-                rt.served, rt.activated_at = req.version, result.finished_at
-                rt.last_served = req.version
-        status = "ok" if result.ok else "failed"
-        self.metrics.actions.labels(req.model, req.kind, status).inc()
-        self.metrics.last_action.labels(req.model).set(result.finished_at)
-        detail = outcome.detail or (probe.detail if probe else "")
-        self._emit(Event(result.finished_at, req.model, req.version, "action", phase=req.phase,
-                           action=req.kind, reason=req.reason, actor=req.actor, outcome=status,
-                           evidence={"seconds": round(outcome.seconds, 3), "detail": detail,
-                                     "probe": probe.status if probe else None,
-                                     "from_version": req.from_version}))
-        if req.kind in ("deploy", "promote") and outcome.ok:
-            self._emit(Event(result.finished_at, req.model, req.version, "activation",
-                               reason=f"version {req.version} now serves ({req.kind} by "
-                                      f"{req.actor}, was {req.from_version})",
-                               evidence={"previous": req.from_version}))
-        if req.kind in ("rollback", "reload", "reconcile") and self.alerts is not None:
-            self.alerts.send(Alert(
-                alertname=f"Sentinel{req.kind.capitalize()}", model=req.model, version=req.version,
-                severity="warning" if status == "ok" else "critical",
-                summary=f"{req.model}: {req.kind} to version {req.version} {status}",
-                description=req.reason))
-        return req.kind == "deploy" and not outcome.ok
-
     def _after_failed_deploy(self, result: ActionResult) -> None:
         """A deployed version that Triton could not load is rejected; what serves stays desired."""
         req, now = result.request, self.clock()
@@ -404,18 +330,6 @@ class Poller:
         self._write(req.model, lambda s: ds.reject(s, req.version, back, f"failed to load: "
                                                    f"{result.outcome.detail}", now, "poller")
                     if s is not None else None, f"reject version {req.version}")
-
-    def _reset_detectors(self, rt: ModelRuntime, resume: str | None = None) -> None:
-        rt.detections.clear()
-        saved = rt.snapshots.pop(resume, None) if resume is not None else None
-        if saved is not None:
-            rt.detectors, index_ts, rt.fed = saved
-            rt.index_ts.clear()
-            rt.index_ts.extend(index_ts)
-            return
-        rt.detectors = self.judge.new_detectors()
-        rt.index_ts.clear()
-        rt.fed = 0  # new detectors count their samples from 0 again
 
     # ------------------------------------------------------------------ reconcile
 

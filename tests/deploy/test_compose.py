@@ -85,7 +85,8 @@ def test_secrets_are_files_never_environment_literals(compose):
 def test_volumes_share_the_repository_read_only_for_serving(compose):
     svc = compose["services"]
     assert _mounts(svc["triton"])["/models"] == ("models", "ro")
-    assert _mounts(svc["sidecar"])["/models"] == ("models", "ro")
+    # the sidecar writes the desired state into the repository; Triton only reads it
+    assert _mounts(svc["sidecar"])["/models"] == ("models", "rw")
     assert _mounts(svc["builder"])["/models"] == ("models", "rw")
     assert _mounts(svc["sidecar"])["/var/lib/sentinel"][0] == "sentinel-events"
     named = set(compose["volumes"])

@@ -312,3 +312,27 @@ def test_simulated_clean_day_has_no_rollbacks():
     assert "rollback" not in actions and "reload" not in actions
     assert phases["healthy"] > 86_000
     assert kg.known_good == "2"
+
+
+def answered(code, ts, detail=None):
+    return ProbeResult(model="ranker", version="2", ts=ts, status="error",
+                       detail=detail or f"HTTP {code}: fault", http_status=code)
+
+
+def test_golden_probes_answered_with_errors_are_evidence_for_a_rollback():
+    one = make_inputs(probes=(answered(500, 980.0),))
+    assert decide(one).action == "none"  # one failed probe is not enough
+    two = decide(make_inputs(probes=(answered(500, 980.0), answered(500, 990.0))))
+    assert (two.phase, two.action, two.target_version) == ("degraded", "rollback", "1")
+    assert "failed 2 times in a row" in two.reason
+    # an ok probe in between breaks the run; a 404 (a version just unloaded) is not the version's
+    broken = (answered(500, 970.0), probe("ok", ts=980.0), answered(500, 990.0))
+    assert decide(make_inputs(probes=broken)).action == "none"
+    gone = (answered(404, 980.0), answered(404, 990.0))
+    assert decide(make_inputs(probes=gone)).action == "none"
+
+
+def test_a_dead_stub_answer_is_a_reload_not_a_rollback():
+    stub = "HTTP 500: Stub process 'ranker_0_0' is not healthy."
+    d = decide(make_inputs(probes=(answered(500, 980.0, stub), answered(500, 990.0, stub))))
+    assert (d.action, d.target_version) == ("reload", "2")

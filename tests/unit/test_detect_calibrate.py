@@ -63,3 +63,12 @@ def test_poisson_interval_and_mean_time_between():
     assert rate_interval(0, 10.0)[0] == 0.0 and rate_interval(0, 10.0)[1] == pytest.approx(
         0.3689, rel=1e-3)
     assert mean_time_between(4, 100.0) == 25.0 and math.isinf(mean_time_between(0, 1.0))
+
+
+def test_the_shipped_table_covers_every_preset_and_objective_variant():
+    from monitor.calibrate import calibration_configs
+
+    configs = calibration_configs()
+    assert {"error_rate@0.999", "error_budget@0.995"} <= set(configs)
+    for name, config in configs.items():
+        assert config.calibration_source.startswith("simulated"), name

@@ -155,10 +155,10 @@ class SetScores:
 
 
 def _params(**kw) -> FusionParams:
-    base = dict(trigram_weight=0.25, hybrid_trigram_weight=1.0, title_dense_weight=0.05,
-                title_coverage_weight=0.25, attribute_dense_weight=ATTRIBUTE_DENSE_WEIGHT,
-                attribute_min_coverage=0.5, gate_threshold=0.4, gate_typo_weight=0.0,
-                gate_dense_weight=0.0)
+    base = {"trigram_weight": 0.25, "hybrid_trigram_weight": 1.0, "title_dense_weight": 0.05,
+            "title_coverage_weight": 0.25, "attribute_dense_weight": ATTRIBUTE_DENSE_WEIGHT,
+            "attribute_min_coverage": 0.5, "gate_threshold": 0.4, "gate_typo_weight": 0.0,
+            "gate_dense_weight": 0.0}
     return FusionParams(**{**base, **kw})
 
 

@@ -22,7 +22,18 @@ GOLDEN_HISTORY = 30
 
 
 def latest_good(repository: Path, model: str) -> int:
-    """The newest version without an injected fault: what a healthy deployment serves."""
+    """The version the pipeline's golden set is computed against: the one the repository's desired
+    state says serves (what Triton routes an unversioned call to), else the newest without an
+    injected fault."""
+    from sentinel.desired_state import DesiredStateError, DesiredStateStore
+    try:
+        desired = DesiredStateStore(repository).read(model)
+    except DesiredStateError:
+        desired = None
+    if desired is not None and desired.version and desired.version.isdigit() and \
+            (repository / model / desired.version).is_dir() and not json.loads(
+                (repository / model / desired.version / MANIFEST).read_text()).get("fault"):
+        return int(desired.version)
     good = [v for v in versions(repository / model)
             if not json.loads((repository / model / str(v) / MANIFEST).read_text()).get("fault")]
     if not good:

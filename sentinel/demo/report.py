@@ -33,6 +33,11 @@ def timeline_rows(r: ScenarioResult) -> list[tuple[str, str, str]]:
         elif e.kind == "decision" and e.action != "none":
             rows.append((_t(e.ts, o), _clock(e.ts), f"decision: {e.phase} → {e.action} — "
                                                      f"{e.reason[:160]}"))
+        elif e.kind == "action" and e.action == "deploy":
+            rows.append((_t(e.ts, o), _clock(e.ts),
+                         f"v{e.version} deployed through the sidecar in "
+                         f"{e.evidence.get('seconds', 0):.2f}s (desired state first; golden probe "
+                         f"{e.evidence.get('probe')}); under watch"))
         elif e.kind == "action":
             rows.append((_t(e.ts, o), _clock(e.ts),
                          f"{e.action} to v{e.version}: {e.outcome} in "

@@ -58,7 +58,8 @@ def run_demo(scenario_name: str = "errors", keep: bool = False, results: Path | 
             return 1
         live.done()
         say(f"  {session.status_line()}")
-        say(f"④ deploying v2 through Triton's repository API and watching (up to {scenario.limit_s:g}s)")
+        say(f"④ deploying v2 through the sidecar (what `sentinel deploy ranker 2` does) and "
+            f"watching (up to {scenario.limit_s:g}s)")
         result = run_scenario(session, scenario, "2", live)
         live.done()
         say("")

@@ -280,6 +280,7 @@ def test_detect_a_30_point_series_online_and_offline(tmp_path, capsys):
     path.write_text("\n".join(["10"] * 15 + ["30"] * 15) + "\n")
     code, out, err = run_detect(capsys, path)
     assert code == 0 and json.loads(out)["change_points"] == [15]
+    pytest.importorskip("ruptures")
     code, out, _ = run_detect(capsys, path, "--mode", "offline")
     assert code == 0 and json.loads(out)["change_points"] == [15]
 
@@ -294,6 +295,23 @@ def test_detect_a_10000_point_series_offline_finds_each_step(tmp_path, capsys):
     found = json.loads(out)["change_points"]
     assert code == 0 and len(found) == 3
     assert all(abs(f - e) <= 5 for f, e in zip(found, (2500, 5000, 7500)))
+
+
+def test_offline_mode_without_ruptures_says_what_is_missing(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ruptures(name, *args, **kwargs):
+        if name == "ruptures":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ruptures)
+    path = tmp_path / "s.csv"
+    path.write_text("1\n2\n3\n4\n")
+    code, out, err = run_detect(capsys, path, "--mode", "offline")
+    assert code == 2 and out == "" and "ruptures" in err
 
 
 def test_two_numeric_columns_are_refused_unless_one_is_chosen(tmp_path, capsys):

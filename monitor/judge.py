@@ -4,11 +4,11 @@ watch with the last known-good baseline, decide, and advance the known-good cloc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Mapping
 
 from monitor import baseline as baseline_mod
 from monitor.decide import decide, update_known_good
-from monitor.detect import DetectorConfig, OnlineDetector
+from monitor.detect import PRESET_SIGNAL, DetectorConfig, OnlineDetector, with_objective
 from monitor.records import (Decision, DecisionInputs, Detection, Event, KnownGoodState, Policy,
                              detection_from_change_point)
 from monitor.runtime import PHASES, ModelRuntime, MonitorMetrics
@@ -28,17 +28,23 @@ class Judge:
     def __init__(self, store: SeriesStore, policy: Policy,
                  detector_configs: dict[str, DetectorConfig], metrics: MonitorMetrics,
                  interval_s: float, baseline_config: baseline_mod.BaselineConfig | None = None,
-                 clock: Callable[[], float] | None = None):
+                 objectives: Mapping[str, float] | None = None):
         self.store, self.policy, self.metrics = store, policy, metrics
         self.detector_configs = detector_configs
         self.baseline_config = baseline_config or baseline_mod.BaselineConfig()
-        self.clock = clock
+        self.objectives = dict(objectives or {})
         # A version cannot count as healthy before the detectors could have seen a change in it.
+        # The error budget's 60-sample window is left out: it is the slow channel for small error
+        # rates, and the known-good delay after this (known_good_after_s) covers it.
         self.judgement_s = interval_s * max(
-            c.test_window + c.persistence + 5 for c in detector_configs.values())
+            c.test_window + c.persistence + 5 for name, c in detector_configs.items()
+            if name != "error_budget")
 
-    def new_detectors(self) -> dict[str, OnlineDetector]:
-        return {s: OnlineDetector(c) for s, c in self.detector_configs.items()}
+    def new_detectors(self, model: str | None = None) -> dict[str, OnlineDetector]:
+        """Fresh detectors; the error presets judge against the model's own success objective."""
+        configs = with_objective(self.detector_configs, self.objectives.get(model)) \
+            if model is not None else self.detector_configs
+        return {s: OnlineDetector(c) for s, c in configs.items()}
 
     # ------------------------------------------------------------ evidence
 
@@ -55,7 +61,8 @@ class Judge:
         rt.index_ts.append((rt.fed, point.ts))
         rt.fed += 1
         events = []
-        for signal, det in rt.detectors.items():
+        for preset, det in rt.detectors.items():
+            signal = PRESET_SIGNAL.get(preset, preset)  # error_budget watches error_rate
             value = float("nan") if point.reset else getattr(point, signal)
             cp = det.update(value)
             if cp is None:
@@ -63,7 +70,8 @@ class Judge:
             d = detection_from_change_point(cp, model=rt.name, version=rt.served, signal=signal,
                                             changed_at=self._ts_of(rt, cp.index),
                                             detected_at=point.ts)
-            events.append(self._detected(rt, d, f"{signal} changed {cp.direction} from "
+            via = f" ({preset} preset)" if preset != signal else ""
+            events.append(self._detected(rt, d, f"{signal}{via} changed {cp.direction} from "
                                                 f"{cp.baseline_mean:.4g} to {cp.recent_mean:.4g} "
                                                 f"(p={cp.p_value:.2g})"))
         return events

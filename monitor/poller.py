@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from monitor.act import RepositoryApiError, RepositoryClient
 from monitor.actuator import ActionRequest, ActionResult, Actuator
 from monitor.alert_queue import AlertQueue
-from monitor.detect import DetectorConfig
+from monitor.detect import DetectorConfig, expected_false_alarms_per_day
 from monitor.judge import Judge, Judgement
 from monitor.observe import apply_index
 from monitor.outcomes import apply_result
@@ -53,7 +53,8 @@ class Poller:
                  registry: CollectorRegistry | None = None,
                  clock: Callable[[], float] = time.time,
                  desired: ds.DesiredStateStore | None = None,
-                 actuator: Actuator | None = None):
+                 actuator: Actuator | None = None,
+                 objectives: dict[str, float] | None = None):
         self.scraper, self.repo, self.prober = scraper, repo, prober
         self.events = events
         self.store = store or SeriesStore(clock=clock)
@@ -71,7 +72,8 @@ class Poller:
         self.actuator = actuator or Actuator(repo, prober, clock=clock)
         self.alerts = AlertQueue(alerter, on_drop=lambda a: self.metrics.alerts_dropped.inc()) \
             if alerter is not None else None
-        self.judge = Judge(self.store, policy, self.detector_configs, self.metrics, interval_s)
+        self.judge = Judge(self.store, policy, self.detector_configs, self.metrics, interval_s,
+                           objectives=objectives)
         self.judgement_s = self.judge.judgement_s
         self.models: dict[str, ModelRuntime] = {}
         self.last_scrape: Scrape | None = None
@@ -89,7 +91,7 @@ class Poller:
     def runtime(self, model: str) -> ModelRuntime:
         rt = self.models.get(model)
         if rt is None:
-            rt = ModelRuntime(model, self.judge.new_detectors())
+            rt = ModelRuntime(model, self.judge.new_detectors(model))
             self.models[model] = rt
         return rt
 
@@ -182,6 +184,8 @@ class Poller:
         for model in list(self.models):
             self._guarded(model, "reconcile", self.reconcile, model)
         self._flush()
+        self.metrics.false_alarms.set(expected_false_alarms_per_day(
+            self.detector_configs.values(), len(self.models)))
         self.metrics.cycles.inc()
         self.metrics.cycle_seconds.observe(time.perf_counter() - started)
         return [j.decision for j in judgements.values()]
@@ -221,7 +225,7 @@ class Poller:
     def _apply_result(self, result: ActionResult) -> bool:
         """Under the lock. True when a desired-state follow-up is needed (a deploy that failed)."""
         applied = apply_result(self.runtime(result.request.model), result, self.metrics,
-                               self.judge.new_detectors)
+                               lambda: self.judge.new_detectors(result.request.model))
         for event in applied.events:
             self._emit(event)
         for alert in applied.alerts:

@@ -14,7 +14,10 @@ from monitor.detect import SIGNAL_PRESETS, DetectorConfig, OnlineDetector
 from monitor.records import Decision, KnownGoodState, VersionState
 from sentinel.desired_state import DesiredState
 
-WATCHED_SIGNALS = ("error_rate", "nan_rate", "latency_ms", "score_mean", "score_std")
+# Detector presets the sidecar runs on each model's served stream. error_budget reads the
+# error_rate signal too (monitor.detect.PRESET_SIGNAL): the slow channel for 1-5 % error rates.
+WATCHED_SIGNALS = ("error_rate", "error_budget", "nan_rate", "latency_ms", "score_mean",
+                   "score_std")
 PHASES = ("healthy", "degraded", "inconclusive", "error")
 
 
@@ -114,6 +117,9 @@ class MonitorMetrics:
         self.model_errors = Counter("sentinel_monitor_model_cycle_errors",
                                     "Model cycles that raised (recorded as events)", ["model"],
                                     registry=registry)
+        self.false_alarms = Gauge("sentinel_monitor_expected_false_alarms_per_day",
+                                  "Expected false alarms per day over the watched fleet "
+                                  "(series x each preset's stated rate)", registry=registry)
         self.alerts_dropped = Counter("sentinel_monitor_alerts_dropped",
                                       "Alerts dropped because the send queue was full",
                                       registry=registry)

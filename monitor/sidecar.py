@@ -58,7 +58,7 @@ class Sidecar:
                               max_bytes=c.store_max_bytes),
             policy=c.policy, detector_configs=default_detector_configs(dict(c.detectors)),
             probe_interval_s=c.probe_interval_s, interval_s=c.interval_s, registry=self.registry,
-            actuator=actuator)
+            actuator=actuator, objectives=dict(c.objectives))
         # What must serve comes from the repository (desired state), not from this sidecar's
         # event log: a fresh pod with an empty log converges to the same versions.
         self.app = create_app(self.poller, self.events, token=c.token,

@@ -130,7 +130,10 @@ def test_missing_binary_says_how_to_install(monkeypatch):
 
 def test_a_version_that_fails_to_load_is_reported(repo_copy, trained_ranker, start_triton):
     from build_scripts.pipeline import build_ranker
-    build_ranker(repo_copy, fault="load_failure", trained=trained_ranker)  # v3, the latest
+    from sentinel import desired_state as ds
+    build_ranker(repo_copy, fault="load_failure", trained=trained_ranker)  # v3
+    # the repository's desired state names v3, so Triton tries it at start
+    ds.DesiredStateStore(repo_copy).update("ranker", lambda st: ds.deploy(st, "3", 0.0, "test"))
     server = start_triton(repo_copy, admin_key=KEY)
     states = {e["version"]: e for e in server.index()}
     assert states["3"]["state"] == "UNAVAILABLE" and "refuses to load" in states["3"]["reason"]
@@ -155,7 +158,8 @@ def test_cli_stops_cleanly_on_sigterm(ranker_repo, tmp_path):
         lines.append(line)
         if "Ctrl-C stops it" in line or not line:
             break
-    assert "ranker v2: READY" in "".join(lines), "".join(lines)
+    # the desired version (v1, written when it was published), not the newest
+    assert "ranker v1: READY" in "".join(lines), "".join(lines)
     ours = _stub_pids() - before_stubs
     assert ours, "the served model should run in a stub process"
     shm_before = set(glob.glob(f"/dev/shm/sentinel_{proc.pid}_*"))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from monitor.decide import decide
-from monitor.detect import OnlineDetector
+from monitor.detect import PRESET_SIGNAL, OnlineDetector
 from monitor.detect_eval import FAULTS, make_trace
 from monitor.poller import WATCHED_SIGNALS, default_detector_configs
 from monitor.records import (ActionRecord, DecisionInputs, Policy, ScrapeOutcome, VersionState,
@@ -14,8 +14,9 @@ DAY = 86_400
 
 
 def simulate(seed: int, fault=None, onset: int = DAY // 2, samples: int = DAY):
+    signals = {PRESET_SIGNAL[p] for p in WATCHED_SIGNALS}  # error_budget reads error_rate
     traces = {s: make_trace(s, seed, samples, fault=fault if fault and fault.signal == s else None,
-                            onset=onset) for s in WATCHED_SIGNALS}
+                            onset=onset) for s in signals}
     detectors = {s: OnlineDetector(c) for s, c in default_detector_configs().items()}
     policy = Policy()
     served, activated = "1", 0.0
@@ -27,7 +28,8 @@ def simulate(seed: int, fault=None, onset: int = DAY // 2, samples: int = DAY):
         now = float(t)
         if fault is not None and t == onset:
             served, activated = "2", now
-        for s, det in detectors.items():
+        for preset, det in detectors.items():
+            s = PRESET_SIGNAL[preset]
             cp = det.update(traces[s][t])
             if cp is not None:
                 detections.append(detection_from_change_point(

@@ -23,11 +23,12 @@ SIGNALS = ("error_rate", "latency_ms", "nan_rate", "score_mean", "score_std")
 @dataclass(frozen=True)
 class BaselineConfig:
     min_samples: int = 10          # candidate intervals before it is compared at all
+    min_latency_samples: int = 20  # latency moves with the machine's load: more, and the median
     min_baseline_samples: int = 10
     alpha: float = 1e-4            # per signal and cycle: the comparison repeats every cycle
     error_abs: float = 0.01        # error rate: at least +1 point ...
     error_rel: float = 1.0         # ... and at least double the baseline's
-    latency_rel: float = 0.5       # latency: at least 1.5x
+    latency_rel: float = 1.0       # latency: 2x (a baseline from another hour saw another load)
     nan_abs: float = 0.01
     score_std_rel: float = 0.5     # spread of scores halves or grows by half
     score_mean_in_std: float = 1.0  # mean moves by a whole baseline std of the scores
@@ -58,6 +59,7 @@ def summarise(columns: Mapping[str, Sequence[float]], requests: Sequence[float],
         values = values[np.isfinite(values)]
         if len(values):
             out["signals"][name] = {"mean": float(values.mean()),
+                                    "median": float(np.median(values)),
                                     "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
                                     "n": int(len(values))}
     rate = np.asarray(columns["error_rate"], dtype=np.float64)[keep]
@@ -79,9 +81,12 @@ def compare(baseline: Mapping, columns: Mapping[str, Sequence[float]], requests:
         findings.append(err)
     for name in ("latency_ms", "nan_rate", "score_mean", "score_std"):
         b, r = base.get(name), recent["signals"].get(name)
-        if not b or not r or b["n"] < config.min_baseline_samples or r["n"] < config.min_samples:
+        need = config.min_latency_samples if name == "latency_ms" else config.min_samples
+        if not b or not r or b["n"] < config.min_baseline_samples or r["n"] < need:
             continue
-        effect = r["mean"] - b["mean"]
+        # The practical effect is judged on the candidate's median, so that a few slow seconds
+        # (a neighbour's burst, a restart's imports) do not read as a slower version.
+        effect = r["median"] - b["mean"]
         rel = effect / abs(b["mean"]) if b["mean"] else math.inf if effect else 0.0
         if name == "latency_ms":
             practical, direction = rel >= config.latency_rel, "up"
@@ -97,7 +102,8 @@ def compare(baseline: Mapping, columns: Mapping[str, Sequence[float]], requests:
             continue
         p = _welch_p(b, r)
         if p < config.alpha:
-            findings.append(Finding(name, direction, b["mean"], r["mean"], effect, rel, p, r["n"]))
+            findings.append(Finding(name, direction, b["mean"], r["median"], effect, rel, p,
+                                    r["n"]))
     return findings
 
 

@@ -76,10 +76,19 @@ class Judge:
                                                 f"(p={cp.p_value:.2g})"))
         return events
 
-    def compare_with_baseline(self, rt: ModelRuntime, now: float) -> list[Event]:
+    def needs_baseline(self, rt: ModelRuntime, started_at: float) -> bool:
+        """A version under watch that began serving before this sidecar could watch it: the
+        online detectors never saw the known-good level before it, so only the persisted
+        baseline can tell. (A deploy watched from its start is judged by the detectors, on
+        adjacent windows under the same conditions, which a baseline from another hour is not.)"""
+        return rt.under_watch and rt.desired is not None and \
+            rt.desired.watch.since < started_at and bool(rt.desired.baseline_for(rt.served))
+
+    def compare_with_baseline(self, rt: ModelRuntime, now: float,
+                              started_at: float = float("inf")) -> list[Event]:
         """A version under watch against the newest known-good baseline (persisted, so this works
         with fresh detectors after a sidecar restart)."""
-        if not rt.under_watch or rt.desired is None:
+        if not self.needs_baseline(rt, started_at):
             return []
         base = rt.desired.baseline_for(rt.served)
         if not base:
@@ -134,7 +143,7 @@ class Judge:
 
     def judge(self, rt: ModelRuntime, now: float, others: tuple[Detection, ...], peers: int,
               started_at: float) -> Judgement:
-        events = self.compare_with_baseline(rt, now)
+        events = self.compare_with_baseline(rt, now, started_at)
         inputs = DecisionInputs(
             model=rt.name, served_version=rt.served, now=now, version_states=rt.states,
             detections=tuple(rt.detections), other_model_detections=others,
@@ -167,7 +176,8 @@ class Judge:
             rt.acked = None
         return out
 
-    def promotion_blockers(self, rt: ModelRuntime, now: float, since: float) -> list[str]:
+    def promotion_blockers(self, rt: ModelRuntime, now: float, since: float,
+                           started_at: float = float("inf")) -> list[str]:
         """Why the served version may not become known good yet, even on healthy decisions."""
         why = []
         failed = [p for p in rt.probes if p.version == rt.served and p.ts >= since
@@ -176,9 +186,9 @@ class Judge:
             why.append(f"{len(failed)} golden probe(s) not ok since {since:.0f}")
         if any(d.version == rt.served and d.method == "known-good baseline" for d in rt.detections):
             why.append("worse than the last known-good baseline")
-        if rt.desired is not None and rt.desired.baseline_for(rt.served) and rt.under_watch:
+        if self.needs_baseline(rt, started_at):
             frame = self.store.signals(rt.name, rt.served, since=rt.desired.watch.since)
-            if frame.height < self.baseline_config.min_samples:
+            if frame.height < self.baseline_config.min_latency_samples:
                 why.append("not yet compared with the last known-good baseline")
         fe = self.store.failure_evidence(rt.name, rt.served, max(self.policy.known_good_after_s, 30))
         if fe.requests > 0 and fe.failure_ratio > self.policy.max_known_good_error_rate:
@@ -195,7 +205,8 @@ class Judge:
         judged_since = max(rt.activated_at or now, started_at)
         phase = decision.phase
         if phase == "healthy" and (now - judged_since < self.judgement_s
-                                   or self.promotion_blockers(rt, now, judged_since)):
+                                   or self.promotion_blockers(rt, now, judged_since,
+                                                              started_at)):
             phase = "inconclusive"
         last = desired.last_known_good.version if desired and desired.last_known_good else None
         known = KnownGoodState(known_good=last, candidate=rt.known.candidate,

@@ -22,8 +22,9 @@ def test_a_version_failing_30_percent_is_worse_than_a_clean_baseline():
 def test_latency_nan_and_constant_scores_are_each_found():
     rng = np.random.default_rng(102)
     base = summarise(columns(120, rng), np.full(120, 100.0))
-    assert {f.signal for f in compare(base, columns(15, rng, latency=11.0), np.full(15, 100.0))} \
+    assert {f.signal for f in compare(base, columns(25, rng, latency=11.0), np.full(25, 100.0))} \
         == {"latency_ms"}
+    assert compare(base, columns(15, rng, latency=11.0), np.full(15, 100.0)) == []  # too few yet
     assert "nan_rate" in {f.signal for f in compare(base, columns(15, rng, nan=0.5),
                                                     np.full(15, 100.0))}
     constant = compare(base, columns(15, rng, score_std=0.0), np.full(15, 100.0))
@@ -53,3 +54,11 @@ def test_reset_and_idle_intervals_are_left_out():
     reset[:5] = True
     base = summarise(cols, np.full(40, 100.0), reset)
     assert base["failures"] == 0.0 and base["signals"]["error_rate"]["n"] == 35
+
+
+def test_a_few_slow_seconds_do_not_make_a_slower_version():
+    rng = np.random.default_rng(106)
+    base = summarise(columns(120, rng), np.full(120, 100.0))
+    cols = columns(25, rng)
+    cols["latency_ms"][:6] = 20.0  # a burst on the machine: the mean doubles, the median does not
+    assert compare(base, cols, np.full(25, 100.0)) == []

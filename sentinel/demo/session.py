@@ -124,7 +124,7 @@ class DemoSession:
         phase = rt.decision.phase if rt and rt.decision else "starting"
         known = rt.known.known_good if rt else None
         return (f"serving v{self.served()} · {served:5.0f} req/s ok · {failed:4.0f} req/s failed · "
-                f"phase {phase} · known good v{known}")
+                f"phase {phase} · known good {f'v{known}' if known else 'none yet'}")
 
     def kill_stubs(self) -> list[int]:
         out = subprocess.run(["pgrep", "-f", f"triton_python_backend_stub.*{self.triton.shm_prefix}"],

@@ -281,17 +281,8 @@ def evaluate_nab(
     profile: CostProfile = STANDARD_PROFILE,
 ) -> tuple[DetectionSummary, list[SeriesScore]]:
     """Alarms are scored at `detected_at`: that is when an online detector would raise them."""
-    scores = [
-        score_detections(
-            [cp.detected_at for cp in detect_series(s.values, config)],
-            s.windows,
-            s.values.size,
-            name=s.name,
-            profile=profile,
-        )
-        for s in series
-    ]
-    return summarize(scores, profile), scores
+    return _score_nab(series, lambda v: [cp.detected_at for cp in detect_series(v, config)],
+                      profile)
 
 
 def evaluate_nab_alerts(
@@ -300,16 +291,12 @@ def evaluate_nab_alerts(
     profile: CostProfile = STANDARD_PROFILE,
 ) -> tuple[DetectionSummary, list[SeriesScore]]:
     """The alert channel (monitor.anomaly) scored like evaluate_nab, at each alert's sample."""
-    scores = [
-        score_detections(
-            [a.index for a in detect_anomalies(s.values, config)],
-            s.windows,
-            s.values.size,
-            name=s.name,
-            profile=profile,
-        )
-        for s in series
-    ]
+    return _score_nab(series, lambda v: [a.index for a in detect_anomalies(v, config)], profile)
+
+
+def _score_nab(series: Sequence[NabSeries], alarms, profile: CostProfile):
+    scores = [score_detections(alarms(s.values), s.windows, s.values.size, name=s.name,
+                               profile=profile) for s in series]
     return summarize(scores, profile), scores
 
 

@@ -19,10 +19,15 @@ def _rfc3339(ts: float) -> str:
 
 def alert_payload(alert: Alert, now: float) -> list[dict]:
     """The JSON body for POST /api/v2/alerts: a list of postable alerts."""
+    starts = alert.starts_at if alert.starts_at is not None else now
+    if alert.ends_at is not None:
+        # Alertmanager answers 400 to an alert that ends before it starts: a resolution stamped a
+        # millisecond before it is sent must not start "now".
+        starts = min(starts, alert.ends_at)
     item: dict = {
         "labels": alert.labels(),
         "annotations": {"summary": alert.summary, "description": alert.description},
-        "startsAt": _rfc3339(alert.starts_at if alert.starts_at is not None else now),
+        "startsAt": _rfc3339(starts),
         "generatorURL": alert.generator_url,
     }
     if alert.ends_at is not None:

@@ -148,3 +148,9 @@ def test_payload_of_a_resolved_alert_without_version():
     [item] = alert_payload(alert, now=100.0)
     assert "version" not in item["labels"]
     assert (item["startsAt"], item["endsAt"]) == ("1970-01-01T00:00:00.000Z", "1970-01-01T00:01:00.000Z")
+
+
+def test_a_resolution_never_starts_after_it_ends():
+    # the resolution is stamped, then sent a little later: Alertmanager refuses endsAt < startsAt
+    (item,) = alert_payload(Alert("SentinelRollback", "ranker", "1", ends_at=100.0), now=100.002)
+    assert item["startsAt"] <= item["endsAt"]

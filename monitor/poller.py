@@ -384,8 +384,12 @@ class Poller:
         elif step.kind == "alert" and self.alerts is not None:
             self.alerts.send(Alert("SentinelReconcile", model, step.version, "critical",
                                    summary=f"{model}: cannot converge", description=step.reason))
-        if desired is not None and desired.version is not None:
-            self.desired_store.apply_version_policy(model, desired.version)  # heals a lost write
+        # Heal a config.pbtxt that lost its write, once per generation rather than every cycle
+        # (it is a file read and a protobuf parse per model).
+        if desired is not None and desired.version is not None and \
+                rt.policy_checked != (desired.generation, desired.version):
+            self.desired_store.apply_version_policy(model, desired.version)
+            rt.policy_checked = (desired.generation, desired.version)
         return step
 
     def _start_reconcile_load(self, model: str, version: str, reason: str, now: float) -> None:

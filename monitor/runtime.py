@@ -54,6 +54,7 @@ class ModelRuntime:
     external: bool = False  # served version changed (or was first seen) without our action
     last_served: str | None = None  # what served before the index last showed nothing READY
     reconcile_reason: str = ""
+    policy_checked: tuple | None = None  # (generation, version) whose config.pbtxt was verified
 
     @property
     def pinned(self) -> str | None:

@@ -282,12 +282,32 @@ def _detections(inputs: DecisionInputs, policy: Policy) -> _Verdict | None:
             evidence=tuple(served_bad),
         )
     after = [d for d in served_bad if d.changed_at >= inputs.activated_at - policy.attribution_slack_s]
-    if after:
+    soon = [d for d in after if d.changed_at - inputs.activated_at <= policy.attribution_window_s]
+    if soon:
         return _Verdict(
             "degraded",
             "rollback",
-            f"{_describe(after)}, after version {served} was activated at {_clock(inputs.activated_at)}",
+            f"{_describe(soon)}, after version {served} was activated at {_clock(inputs.activated_at)}",
             target=inputs.last_known_good,
+            evidence=tuple(soon),
+        )
+    if after:
+        late = f"{_describe(after)}, {_minutes(after[0].changed_at - inputs.activated_at)} after " \
+               f"version {served} was activated at {_clock(inputs.activated_at)}"
+        if inputs.peers_observed > 0:
+            return _Verdict(
+                "degraded",
+                "rollback",
+                f"{late}: a late regression; only this version changed while "
+                f"{inputs.peers_observed} other series are fine",
+                target=inputs.last_known_good,
+                evidence=tuple(after),
+            )
+        return _Verdict(
+            "degraded",
+            "alert",
+            f"{late}, with no other watched series to tell it from a change of the host or the "
+            f"traffic: not attributable",
             evidence=tuple(after),
         )
     return _Verdict(
@@ -467,6 +487,10 @@ def _data_fresh(inputs: DecisionInputs, policy: Policy) -> bool:
         and inputs.last_sample_at is not None
         and inputs.now - inputs.last_sample_at <= policy.stale_after_s
     )
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60.0:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def _clock(ts: float) -> str:

@@ -291,6 +291,10 @@ class Policy:
     consecutive_error_limit: int = 3
     known_good_after_s: float = 60.0
     attribution_slack_s: float = 5.0
+    # A change this long after its version's activation is no longer the activation's doing by
+    # default: it is a late regression, rolled back only when other watched series stayed fine
+    # (else the host, the traffic or a neighbour may have moved it, and it is an alert).
+    attribution_window_s: float = 900.0
     detection_window_s: float = 300.0  # detections older than this are history, not evidence
     concurrency_window_s: float = 60.0  # changes elsewhere this close in time = infrastructure-wide
     stale_after_s: float = 15.0  # no sample of the served version for this long = missing data

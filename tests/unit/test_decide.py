@@ -71,6 +71,21 @@ CASES = [
     ("change began before activation", {"detections": (det(changed_at=850.0),)}, {}, "degraded", "alert", None, "before version 2 was activated"),
     ("change within attribution slack", {"detections": (det(changed_at=897.0),)}, {}, "degraded", "rollback", "1", ""),
     (
+        "late change, other series fine: late regression",
+        {"activated_at": -1000.0, "detections": (det(),)},
+        {}, "degraded", "rollback", "1", "a late regression",
+    ),
+    (
+        "late change, nothing else watched: alert only",
+        {"activated_at": -1000.0, "peers_observed": 0, "detections": (det(),)},
+        {}, "degraded", "alert", None, "32 min after version 2",
+    ),
+    (
+        "change within the attribution window without peers still rolls back",
+        {"peers_observed": 0, "detections": (det(),)},
+        {}, "degraded", "rollback", "1", "after version 2",
+    ),
+    (
         "all models degrade together",
         {"detections": (det(),), "other_model_detections": (det(model="encoder", version="1", changed_at=955.0),)},
         {}, "degraded", "alert", None, "infrastructure-wide",

@@ -37,6 +37,24 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default=str(DEFAULT_DOC),
                    help="markdown file whose section this command rewrites (default: %(default)s)")
     p.add_argument("--json", default=None, help="also write the typed results here as JSON")
+    add_quiet_options(p)
+
+
+def add_quiet_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-load", type=float, default=None,
+                   help="refuse to write docs/ when the 1-minute load average is above this "
+                        "(default: 0.5 per core)")
+    p.add_argument("--force", action="store_true",
+                   help="write docs/ even when the machine is busy")
+
+
+def refused(args: argparse.Namespace, output) -> bool:
+    """Checked before a run: True (and says why) when it would write docs/ on a busy machine."""
+    from sentinel.bench.environment import refuse_when_busy
+    why = refuse_when_busy(output, ROOT / "docs", args.force, args.max_load)
+    if why:
+        print(f"sentinel bench: {why}", file=sys.stderr)
+    return why is not None
 
 
 def configure(name: str, p: argparse.ArgumentParser) -> None:
@@ -98,6 +116,8 @@ def _finish(args: argparse.Namespace, section: str, markdown: str, report) -> in
 
 
 def serve_main(args: argparse.Namespace) -> int:
+    if refused(args, args.output):
+        return 3
     from sentinel.bench.report import headline_markdown, serve_markdown
     from sentinel.bench.serve import BenchError, ServeOptions, run_serve
     try:
@@ -117,6 +137,8 @@ def serve_main(args: argparse.Namespace) -> int:
 
 
 def monitor_main(args: argparse.Namespace) -> int:
+    if refused(args, args.output):
+        return 3
     from sentinel.bench.monitor import MonitorOptions, run_monitor
     from sentinel.bench.report import monitor_markdown
     report = run_monitor(MonitorOptions(models=args.models, versions=args.versions,
@@ -126,6 +148,8 @@ def monitor_main(args: argparse.Namespace) -> int:
 
 
 def swap_main(args: argparse.Namespace) -> int:
+    if refused(args, args.output):
+        return 3
     from sentinel.bench.report import swap_markdown
     from sentinel.bench.swap import SwapOptions, run_swap
     report = run_swap(SwapOptions(swaps=args.swaps, clients=args.clients,
@@ -136,6 +160,8 @@ def swap_main(args: argparse.Namespace) -> int:
 
 
 def search_main(args: argparse.Namespace) -> int:
+    if refused(args, args.output):
+        return 3
     from sentinel.bench.search import SearchBenchOptions, run_search, search_markdown
     opts = SearchBenchOptions(repository=Path(args.repository) if args.repository else None,
                               duration_s=args.duration, concurrency=args.concurrency)

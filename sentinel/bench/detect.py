@@ -77,8 +77,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="first regenerate monitor/calibration_table.py from the tuning seeds")
     p.add_argument("--calibration-days", type=int, default=200,
                    help="clean tuning days per preset simulated by --calibrate")
-    p.add_argument("--max-load", type=float, default=None,
-                   help="refuse to run when the 1-minute load average is above this")
+    from sentinel.bench.commands import add_quiet_options
+    add_quiet_options(p)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -86,11 +86,10 @@ def main(args: argparse.Namespace) -> int:
         print("sentinel bench detect: --seeds and --clean-days must be >= 1 and "
               "--day-samples >= 1000", file=sys.stderr)
         return 2
-    load_before = os.getloadavg()
-    if args.max_load is not None and load_before[0] > args.max_load:
-        print(f"sentinel bench detect: load average {load_before[0]:.2f} > --max-load "
-              f"{args.max_load}: other work would distort the timings", file=sys.stderr)
+    from sentinel.bench.commands import refused
+    if refused(args, args.out):
         return 3
+    load_before = os.getloadavg()
     started = time.perf_counter()
     presets = SIGNAL_PRESETS
     if args.calibrate:

@@ -61,8 +61,10 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
     _common(p)
     if name == "serve":
         from sentinel.bench.serve import TARGETS
-        p.add_argument("--duration", type=float, default=8.0,
-                       help="measured seconds per (target, candidates, clients) cell")
+        p.add_argument("--duration", type=float, default=4.0,
+                       help="measured seconds per (target, candidates, clients) cell and run")
+        p.add_argument("--repeat", type=int, default=3,
+                       help="runs of every cell (interleaved); the report gives medians and ranges")
         p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each cell")
         p.add_argument("--concurrency", type=_ints, default=(1, 8, 32), help="e.g. 1,8,32")
         p.add_argument("--candidates", type=_ints, default=(256, 1), help="e.g. 256,1")
@@ -126,7 +128,8 @@ def serve_main(args: argparse.Namespace) -> int:
                             targets=tuple(t for t in args.targets.split(",") if t),
                             perf_analyzer=not args.no_perf_analyzer,
                             repository=Path(args.repository) if args.repository else None,
-                            log_dir=Path(args.log_dir) if args.log_dir else None)
+                            log_dir=Path(args.log_dir) if args.log_dir else None,
+                            repeat=args.repeat)
         report = run_serve(opts, progress=_say)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -33,6 +33,7 @@ class ServeCell:
     p50_ms: float
     p99_ms: float
     client_cpu_us: float   # CPU of the load-generating process per request (in-process: all work)
+    run: int = 0           # which repetition of the whole cell matrix (0-based)
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,15 @@ class ServeReport:
     settings: tuple[tuple[str, str], ...] = ()   # target -> how it was configured
     notes: tuple[str, ...] = ()
 
+    def runs(self, target: str, candidates: int, concurrency: int) -> list[ServeCell]:
+        """Every repetition of one point, in run order."""
+        return sorted((c for c in self.cells if (c.target, c.candidates, c.concurrency)
+                       == (target, candidates, concurrency)), key=lambda c: c.run)
+
     def cell(self, target: str, candidates: int, concurrency: int) -> ServeCell | None:
-        return next((c for c in self.cells if (c.target, c.candidates, c.concurrency)
-                     == (target, candidates, concurrency)), None)
+        """The repetition with the median inferences/s (the lower middle one of an even count)."""
+        runs = sorted(self.runs(target, candidates, concurrency), key=lambda c: c.ips)
+        return runs[(len(runs) - 1) // 2] if runs else None
 
 
 @dataclass(frozen=True)

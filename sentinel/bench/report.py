@@ -31,30 +31,63 @@ def machine_lines(m: Machine) -> list[str]:
             f"- {pkgs}"]
 
 
+def ratios(report: ServeReport, num: str, den: str, candidates: int,
+           concurrency: int) -> list[float]:
+    """num/den inferences/s of each repetition, paired by run number."""
+    den_runs = {c.run: c for c in report.runs(den, candidates, concurrency)}
+    return [a.ips / b.ips for a in report.runs(num, candidates, concurrency)
+            if (b := den_runs.get(a.run)) is not None and b.ips]
+
+
 def ratio(report: ServeReport, num: str, den: str, candidates: int, concurrency: int) -> float:
-    a, b = report.cell(num, candidates, concurrency), report.cell(den, candidates, concurrency)
-    if a is None or b is None or not b.ips:
-        return float("nan")
-    return a.ips / b.ips
+    """The median of the paired ratios (nan when the point is missing)."""
+    values = ratios(report, num, den, candidates, concurrency)
+    return statistics.median(values) if values else float("nan")
+
+
+def _spread(values: list[float], digits: int = 0) -> str:
+    """'min–max' of the repetitions ('–' for a single run)."""
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    if len(finite) < 2:
+        return "–"
+    return f"{_f(min(finite), digits)}–{_f(max(finite), digits)}"
+
+
+def _median(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return statistics.median(finite) if finite else float("nan")
 
 
 def serve_markdown(r: ServeReport) -> str:
+    repeats = max((c.run for c in r.cells), default=0) + 1
     lines = ["### Serving: ranking requests, closed loop", "", f"Command: `{r.command}` "
-             f"({r.duration_s:g} s measured per cell after a warm-up)", ""]
+             f"({r.duration_s:g} s measured per cell after a warm-up; every cell {repeats} "
+             f"time(s), interleaved: medians, with the range of the runs)", ""]
     lines += machine_lines(r.machine) + [""]
-    lines += ["| target | candidates | clients | inferences/s | requests/s | p50 ms | p99 ms | "
-              "errors | client CPU µs/req |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for c in r.cells:
-        lines.append(f"| {TARGET_LABELS.get(c.target, c.target)} | {c.candidates} | "
-                     f"{c.concurrency} | {_f(c.ips)} | {_f(c.rps)} | {_f(c.p50_ms, 2)} | "
-                     f"{_f(c.p99_ms, 2)} | {c.errors} | {_f(c.client_cpu_us)} |")
-    lines += ["", "Ratios of inferences/s, same run (goal in brackets):", "",
+    lines += ["| target | candidates | clients | inferences/s | min–max | requests/s | p50 ms | "
+              "p50 min–max | p99 ms | errors | client CPU µs/req |",
+              "|---|---:|---:|---:|---|---:|---:|---|---:|---:|---:|"]
+    points = list(dict.fromkeys((c.target, c.candidates, c.concurrency) for c in r.cells))
+    for target, cand, conc in points:
+        runs = r.runs(target, cand, conc)
+        lines.append(
+            f"| {TARGET_LABELS.get(target, target)} | {cand} | {conc} | "
+            f"{_f(_median([c.ips for c in runs]))} | {_spread([c.ips for c in runs])} | "
+            f"{_f(_median([c.rps for c in runs]))} | {_f(_median([c.p50_ms for c in runs]), 2)} | "
+            f"{_spread([c.p50_ms for c in runs], 2)} | {_f(_median([c.p99_ms for c in runs]), 2)} | "
+            f"{sum(c.errors for c in runs)} | {_f(_median([c.client_cpu_us for c in runs]))} |")
+    lines += ["", "Ratios of inferences/s, each run's (b) over the same run's peer: median "
+              "[min–max] (goal in brackets):", "",
               "| candidates | clients | (b)/(a) [≥ 0.5] | (b)/(c) [≥ 1.0] | (b)/(d) [≥ 3.0] |",
               "|---:|---:|---:|---:|---:|"]
     for cand, conc in sorted({(c.candidates, c.concurrency) for c in r.cells},
                              key=lambda k: (-k[0], k[1])):
-        cols = [_f(ratio(r, "sentinel", d, cand, conc), 2) for d in ("in-process", "pytriton",
-                                                                      "flask")]
+        cols = []
+        for d in ("in-process", "pytriton", "flask"):
+            values = ratios(r, "sentinel", d, cand, conc)
+            spread = _spread(values, 2)
+            cols.append(_f(ratio(r, "sentinel", d, cand, conc), 2)
+                        + (f" [{spread}]" if spread != "–" else ""))
         lines.append(f"| {cand} | {conc} | " + " | ".join(cols) + " |")
     if r.perf_analyzer:
         lines += ["", "perf_analyzer (tritonclient 2.51.0, C++ gRPC client) against (b), same "
@@ -84,7 +117,8 @@ def headline_markdown(r: ServeReport, candidates: int = 256) -> str:
         row = [r.cell(t, candidates, c) for c in concs]
         if any(x is not None for x in row):
             lines.append(f"| {TARGET_LABELS[t]} | "
-                         + " | ".join(_f(x.ips) if x else "–" for x in row) + " |")
+                         + " | ".join(_f(_median([c.ips for c in r.runs(t, candidates, conc)]))
+                                      if x else "–" for x, conc in zip(row, concs)) + " |")
     return "\n".join(lines)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +27,7 @@ class BenchError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServeOptions:
-    duration_s: float = 8.0
+    duration_s: float = 4.0
     warmup_s: float = 1.0
     concurrency: tuple[int, ...] = (1, 8, 32)
     candidates: tuple[int, ...] = (256, 1)
@@ -35,6 +35,9 @@ class ServeOptions:
     perf_analyzer: bool = True
     repository: Path | None = None   # holds a published ranker; None = build one for this run
     log_dir: Path | None = None
+    # Each target's cell matrix runs this many times (interleaved: run 1 of every cell, then
+    # run 2, ...), so the report gives the spread next to every median.
+    repeat: int = 3
 
     def __post_init__(self):
         unknown = set(self.targets) - set(TARGETS)
@@ -44,12 +47,14 @@ class ServeOptions:
             raise BenchError("duration must be > 0 and warm-up >= 0")
         if not self.concurrency or min(self.concurrency) < 1:
             raise BenchError("concurrency levels must be >= 1")
+        if self.repeat < 1:
+            raise BenchError("repeat must be >= 1")
 
     def pa_window_ms(self) -> int:
         return int(max(1000, self.duration_s * 500))
 
     def estimate_s(self) -> float:
-        cells = len(self.targets) * len(self.candidates) * len(self.concurrency)
+        cells = len(self.targets) * len(self.candidates) * len(self.concurrency) * self.repeat
         startup = 15 + 20 * len(self.targets)  # build, servers (PyTriton and its env dominate)
         pa = (len(self.concurrency) * (3 * self.pa_window_ms() / 1000 + 3)
               if self.perf_analyzer and "sentinel" in self.targets else 0)
@@ -78,15 +83,21 @@ def _serving_settings(version_dir: Path) -> dict[str, int]:
 def _run_cells(target: str, make_call, opts: ServeOptions, n_users: int, n_items: int,
                progress: Progress) -> list[ServeCell]:
     cells = []
-    for candidates in opts.candidates:
-        reqs = ranking_requests(candidates, n_users, n_items)
-        call = make_call(reqs)
-        for c in opts.concurrency:
-            cell = measure(target, call, len(reqs), candidates, c, opts.duration_s, opts.warmup_s)
-            progress(f"{target:<10} {candidates:>4} candidates × {c:>2} clients: "
-                     f"{cell.rps:8.0f} req/s {cell.ips:10.0f} inf/s  p50 {cell.p50_ms:6.2f} ms  "
-                     f"p99 {cell.p99_ms:6.2f} ms  errors {cell.errors}")
-            cells.append(cell)
+    calls = {}
+    for run in range(opts.repeat):
+        for candidates in opts.candidates:
+            if candidates not in calls:
+                reqs = ranking_requests(candidates, n_users, n_items)
+                calls[candidates] = (make_call(reqs), len(reqs))
+            call, n_payloads = calls[candidates]
+            for c in opts.concurrency:
+                cell = replace(measure(target, call, n_payloads, candidates, c, opts.duration_s,
+                                       opts.warmup_s), run=run)
+                progress(f"{target:<10} run {run + 1}/{opts.repeat} {candidates:>4} candidates × "
+                         f"{c:>2} clients: {cell.rps:8.0f} req/s {cell.ips:10.0f} inf/s  "
+                         f"p50 {cell.p50_ms:6.2f} ms  p99 {cell.p99_ms:6.2f} ms  "
+                         f"errors {cell.errors}")
+                cells.append(cell)
     return cells
 
 

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.integration
 def test_bench_serve_runs_every_target_and_perf_analyzer(ranker_repo, tmp_path, capsys):
     doc = tmp_path / "benchmarks.md"
     assert main(["bench", "serve", "--repository", str(ranker_repo), "--duration", "0.4",
-                 "--warmup", "0.2", "--concurrency", "2", "--candidates", "16",
+                 "--warmup", "0.2", "--concurrency", "2", "--candidates", "16", "--repeat", "2",
                  "--output", str(doc), "--json", str(tmp_path / "serve.json")]) == 0
     text = doc.read_text()
     for label in ("(a) in-process", "(b) Sentinel on Triton", "(c) PyTriton",
@@ -19,8 +19,10 @@ def test_bench_serve_runs_every_target_and_perf_analyzer(ranker_repo, tmp_path, 
         rows = [line for line in text.splitlines() if line.startswith(f"| {label}")]
         assert len(rows) == 1, label
         cells = rows[0].split("|")
-        assert int(cells[8]) == 0, f"{label} had failed requests: {rows[0]}"
+        assert int(cells[10]) == 0, f"{label} had failed requests: {rows[0]}"
         assert float(cells[4].replace(",", "")) > 0, rows[0]
+        low, high = (float(x.replace(",", "")) for x in cells[5].strip().split("–"))
+        assert 0 < low <= float(cells[4].replace(",", "")) <= high, rows[0]  # two runs' range
     assert "perf_analyzer (tritonclient 2.51.0" in text, text
     assert "| 16 | 2 |" in text
     assert "Headline:" in capsys.readouterr().out

@@ -1,15 +1,16 @@
 from sentinel.bench.records import Machine, ServeCell, ServeReport
-from sentinel.bench.report import headline_markdown, ratio, serve_markdown, write_section
+from sentinel.bench.report import (headline_markdown, ratio, ratios, serve_markdown,
+                                   write_section)
 
 MACHINE = Machine(date="2026-01-01T00:00:00+00:00", host="h", cpu="cpu", cores=2, memory_gib=8.0,
                   os="Debian", python="3.11.7", packages=(("onnxruntime", "1.32.0"),),
                   load_before=(0.1, 0.2, 0.3))
 
 
-def cell(target, ips, candidates=256, concurrency=8):
+def cell(target, ips, candidates=256, concurrency=8, run=0, p50_ms=1.0):
     return ServeCell(target=target, candidates=candidates, concurrency=concurrency, requests=100,
-                     errors=0, seconds=1.0, rps=ips / candidates, ips=ips, p50_ms=1.0, p99_ms=2.0,
-                     client_cpu_us=100.0)
+                     errors=0, seconds=1.0, rps=ips / candidates, ips=ips, p50_ms=p50_ms,
+                     p99_ms=2.0, client_cpu_us=100.0, run=run)
 
 
 def report():
@@ -27,7 +28,7 @@ def test_ratios_divide_inferences_per_second_of_the_same_point():
 
 def test_serve_markdown_holds_every_cell_the_ratios_and_the_machine():
     md = serve_markdown(report())
-    assert "| (b) Sentinel on Triton | 256 | 8 | 600 |" in md
+    assert "| (b) Sentinel on Triton | 256 | 8 | 600 | – |" in md
     assert "| 256 | 8 | 0.60 | 3.00 | 4.00 |" in md
     assert "2 cores" in md and "onnxruntime 1.32.0" in md and "sentinel bench serve" in md
 
@@ -55,3 +56,19 @@ def test_write_section_appends_a_missing_section(tmp_path):
     doc.write_text("# Mine\n")
     write_section("monitor", "cycle table", doc)
     assert doc.read_text().startswith("# Mine") and "cycle table" in doc.read_text()
+
+
+def test_repeated_runs_give_medians_ranges_and_paired_ratios():
+    r = ServeReport(machine=MACHINE, command="sentinel bench serve", duration_s=1.0, cells=(
+        cell("sentinel", 600.0, run=0, p50_ms=1.0), cell("sentinel", 900.0, run=1, p50_ms=3.0),
+        cell("sentinel", 660.0, run=2, p50_ms=2.0),
+        cell("flask", 200.0, run=0), cell("flask", 300.0, run=1), cell("flask", 110.0, run=2)))
+    # paired by run: 600/200, 900/300, 660/110 -> 3.0, 3.0, 6.0
+    assert ratios(r, "sentinel", "flask", 256, 8) == [3.0, 3.0, 6.0]
+    assert ratio(r, "sentinel", "flask", 256, 8) == 3.0
+    assert r.cell("sentinel", 256, 8).ips == 660.0  # the median run
+    md = serve_markdown(r)
+    assert "| (b) Sentinel on Triton | 256 | 8 | 660 | 600–900 |" in md
+    assert "| 2.00 | 1.00–3.00 |" in md
+    assert "3 time(s)" in md and "| 256 | 8 | – | – | 3.00 [3.00–6.00] |" in md
+    assert "| (b) Sentinel on Triton | 660 |" in headline_markdown(r)

@@ -21,7 +21,8 @@ from build_scripts.metrics import auc, log_loss
 from build_scripts.publish import Published, publish
 from build_scripts.specs import RANKER, ExportSpec, ModelSpec, Tolerance
 from build_scripts.train_ranker import TrainConfig, TrainedRanker, encode, train_ranker
-from build_scripts.triton_config import model_config, to_pbtxt
+from build_scripts.serving_config import model_config
+from sentinel.triton_config import to_pbtxt
 from build_scripts.validate import ParityError, check_parity
 from python_backend.faults import FAULT_KINDS, Fault
 from python_backend.ranker_features import encode_requests, parse_request

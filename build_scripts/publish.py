@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from build_scripts.triton_config import read_pbtxt, to_pbtxt
+from sentinel.triton_config import read_pbtxt, to_pbtxt
 from sentinel.desired_state import DesiredStateStore
 
 MANIFEST = "manifest.json"

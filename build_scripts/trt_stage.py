@@ -16,7 +16,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from build_scripts.specs import ExportSpec, ServingSpec, TensorSpec
-from build_scripts.triton_config import config_dict
+from build_scripts.serving_config import config_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING_CACHE = ROOT / ".sentinel" / "tensorrt-timing.cache"  # reused across builds on one GPU type

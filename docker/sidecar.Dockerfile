@@ -16,8 +16,8 @@ RUN pip install --no-cache-dir --no-deps -r /tmp/sidecar.txt && rm /tmp/sidecar.
 COPY pyproject.toml README.md ./
 COPY sentinel/ sentinel/
 COPY monitor/ monitor/
-COPY build_scripts/ build_scripts/
-COPY python_backend/ python_backend/
+# No build_scripts/ or python_backend/: the sidecar imports neither (the Triton config model it
+# shares with the build is sentinel/triton_config.py).
 RUN pip install --no-cache-dir --no-deps . \
     && useradd --system --uid 10001 --create-home --home-dir /var/lib/sentinel sentinel
 

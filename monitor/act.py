@@ -14,7 +14,7 @@ from typing import Callable
 
 import requests
 
-from build_scripts.triton_config import read_pbtxt, to_json
+from sentinel.triton_config import read_pbtxt, to_json
 from monitor.records import VersionState
 
 RELOAD_PARAMETER = "SENTINEL_RELOAD_NONCE"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from build_scripts.triton_config import ConfigFileError, read_pbtxt, to_pbtxt
+from sentinel.triton_config import ConfigFileError, read_pbtxt, to_pbtxt
 
 STATE_FILE = "sentinel.json"
 SCHEMA = 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from build_scripts.triton_config import ConfigFileError, read_pbtxt
+from sentinel.triton_config import ConfigFileError, read_pbtxt
 
 
 class RepositoryError(ValueError):

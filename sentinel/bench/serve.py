@@ -71,7 +71,7 @@ def _version_dir(repository: Path) -> Path:
 
 
 def _serving_settings(version_dir: Path) -> dict[str, int]:
-    from build_scripts.triton_config import read_pbtxt
+    from sentinel.triton_config import read_pbtxt
     config = read_pbtxt(version_dir.parent / "config.pbtxt")
     return {"instances": sum(g.count for g in config.instance_group) or 1,
             "max_batch_size": config.max_batch_size,

@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from build_scripts.triton_config import read_pbtxt, to_pbtxt
+from sentinel.triton_config import read_pbtxt, to_pbtxt
 from monitor.sidecar import Sidecar
 from sentinel.desired_state import STATE_FILE
 from sentinel.load import LoadGenerator

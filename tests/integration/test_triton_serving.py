@@ -13,7 +13,7 @@ import pytest
 import requests
 from tritonclient.utils import InferenceServerException
 
-from build_scripts.triton_config import read_pbtxt, to_json
+from sentinel.triton_config import read_pbtxt, to_json
 from sentinel.client import RankerClient
 from sentinel.repository import RepositoryError
 from sentinel.triton import PortInUse, TritonOptions, TritonServer, TritonStartError, free_port

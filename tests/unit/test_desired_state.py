@@ -5,7 +5,8 @@ import multiprocessing
 import pytest
 
 from build_scripts.specs import RANKER
-from build_scripts.triton_config import model_config, read_pbtxt, to_pbtxt
+from build_scripts.serving_config import model_config
+from sentinel.triton_config import read_pbtxt, to_pbtxt
 from sentinel import desired_state as ds
 
 

@@ -4,7 +4,8 @@ import pytest
 
 from build_scripts.publish import PublishError, publish, read_manifest, sha256, versions
 from build_scripts.specs import RANKER
-from build_scripts.triton_config import model_config, read_pbtxt, to_pbtxt
+from build_scripts.serving_config import model_config
+from sentinel.triton_config import read_pbtxt, to_pbtxt
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 import pytest
 
 from build_scripts.specs import RANKER
-from build_scripts.triton_config import model_config, to_pbtxt
+from build_scripts.serving_config import model_config
+from sentinel.triton_config import to_pbtxt
 from sentinel.repository import RepositoryError, scan
 
 

@@ -4,8 +4,8 @@ import pytest
 from google.protobuf import json_format
 
 from build_scripts.specs import RANKER, ServingSpec, TensorSpec
-from build_scripts.triton_config import (ConfigFileError, model_config, read_pbtxt, to_json,
-                                         to_pbtxt)
+from build_scripts.serving_config import model_config
+from sentinel.triton_config import ConfigFileError, read_pbtxt, to_json, to_pbtxt
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,8 @@ import pytest
 
 from build_scripts import compress, trt_stage
 from build_scripts.specs import RANKER, SEARCH, SEQREC, SPECS, AxisRange, CompressionSpec
-from build_scripts.triton_config import model_config, read_pbtxt
+from build_scripts.serving_config import model_config
+from sentinel.triton_config import read_pbtxt
 from python_backend import runners, trt_runner
 from sentinel.cli import build_parser
 

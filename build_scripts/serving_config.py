@@ -1,10 +1,8 @@
-"""config.pbtxt from typed data: a dict → protobuf ModelConfig (ParseDict rejects unknown fields)
-→ text format. Never string templates."""
+"""config.pbtxt from typed data: a ServingSpec → dict → protobuf ModelConfig (ParseDict rejects
+unknown fields). Never string templates; reading and writing the file is sentinel.triton_config."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from google.protobuf import json_format, text_format
+from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from build_scripts.specs import ServingSpec, TensorSpec
@@ -12,13 +10,6 @@ from build_scripts.specs import ServingSpec, TensorSpec
 _TRITON_DTYPES = {"int64": "TYPE_INT64", "int32": "TYPE_INT32", "float32": "TYPE_FP32",
                   "float16": "TYPE_FP16", "bool": "TYPE_BOOL", "object": "TYPE_STRING",
                   "bytes": "TYPE_STRING"}
-
-
-class ConfigFileError(ValueError):
-    def __init__(self, path: Path, problem: str):
-        super().__init__(f"{path}: {problem}")
-        self.path = path
-        self.problem = problem
 
 
 def _tensor(t: TensorSpec) -> dict:
@@ -47,19 +38,3 @@ def config_dict(name: str, spec: ServingSpec, backend: str = "python") -> dict:
 
 def model_config(name: str, spec: ServingSpec, backend: str = "python") -> mc.ModelConfig:
     return json_format.ParseDict(config_dict(name, spec, backend), mc.ModelConfig())
-
-
-def to_pbtxt(config: mc.ModelConfig) -> str:
-    return text_format.MessageToString(config)
-
-
-def read_pbtxt(path: Path) -> mc.ModelConfig:
-    try:
-        return text_format.Parse(Path(path).read_text(), mc.ModelConfig())
-    except text_format.ParseError as exc:
-        raise ConfigFileError(Path(path), f"not a valid Triton ModelConfig: {exc}") from exc
-
-
-def to_json(config: mc.ModelConfig) -> dict:
-    """The JSON form Triton's repository API accepts as a load-time config override."""
-    return json_format.MessageToDict(config, preserving_proto_field_name=True)

@@ -52,7 +52,7 @@ class DetectorConfig:
     test_window: int = 20
     false_alarms_per_day: float = 0.1
     alpha: float | None = None
-    # Which clean-trace kind calibrates effective_alpha (a signal of monitor.detect_eval), or None.
+    # Which clean-trace kind calibrates effective_alpha (a signal of sentinel.bench.detect_eval), or None.
     calibration: str | None = None
     min_effect_abs: float = 0.0
     min_effect_rel: float = 0.2
@@ -470,7 +470,7 @@ class OnlineDetector:
         )
 
     def _significant(self, t: int, p_value: float) -> bool:
-        # The one comparison with the level; monitor.calibrate records p-values here instead.
+        # The one comparison with the level; sentinel.bench.calibrate records p-values here instead.
         return p_value <= self.config.effective_alpha
 
     def _effect_direction(self, base: float, recent: float) -> str | None:
@@ -503,9 +503,9 @@ def detect_series(
     return found
 
 
-# Shapes (windows, minimum effects) chosen on the tuning seeds of monitor.detect_eval at 1 sample
+# Shapes (windows, minimum effects) chosen on the tuning seeds of sentinel.bench.detect_eval at 1 sample
 # per second; the level of each is calibrated to false_alarms_per_day on clean traces of its own
-# signal (monitor.calibrate, tuning seeds only; see docs/detector.md). Windows are in samples:
+# signal (sentinel.bench.calibrate, tuning seeds only; see docs/detector.md). Windows are in samples:
 # at another scrape interval scale them to keep the same durations.
 SIGNAL_PRESETS: dict[str, DetectorConfig] = {
     # Fast channel for large error jumps; the error budget sets the minimum effect (1 x budget).

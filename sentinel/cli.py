@@ -81,7 +81,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_compression(args: argparse.Namespace) -> int:
-    from build_scripts.bench_compression import run_bench
+    from sentinel.bench.compression import run_bench
     run_bench(models=args.model or None, out=Path(args.out), quick=args.quick, progress=_say)
     print(f"wrote {args.out}")
     return 0
@@ -230,12 +230,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from monitor.detect_cli import detect_main
+    from sentinel.detect_cli import detect_main
     return detect_main(args)
 
 
 def cmd_bench_detect(args: argparse.Namespace) -> int:
-    from monitor.detect_cli import bench_detect_main
+    from sentinel.detect_cli import bench_detect_main
     return bench_detect_main(args)
 
 
@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.set_defaults(func=cmd_demo)
 
     try:
-        from monitor import detect_cli
+        from sentinel import detect_cli
     except ImportError:
         detect_cli = None
     if detect_cli is not None:

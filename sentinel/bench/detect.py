@@ -21,9 +21,9 @@ import numpy as np
 import statsmodels
 
 from monitor.anomaly import AnomalyConfig
-from monitor.calibrate import calibrate_presets, mean_time_between, rate_interval, write_table
+from sentinel.bench.calibrate import calibrate_presets, mean_time_between, rate_interval, write_table
 from monitor.detect import PRESET_SIGNAL, SIGNAL_PRESETS, DetectorConfig, detect_series
-from monitor.detect_eval import (
+from sentinel.bench.detect_eval import (
     CLEAN_CASES,
     DAY_SECONDS,
     EVALUATION_SEEDS,
@@ -185,7 +185,7 @@ def _calibration_section(presets: Mapping[str, DetectorConfig]) -> list[str]:
     from monitor.calibration_table import CURVES
 
     lines = [
-        "#### Calibration (clean tuning days, monitor.calibrate)",
+        "#### Calibration (clean tuning days, sentinel.bench.calibrate)",
         "",
         "Per preset: the stated rate, the level derived from it, and the rate the tuning "
         "simulation gives at that level. Where the minimum effect alone keeps the rate below "

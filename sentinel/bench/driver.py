@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from sentinel.bench.records import ServeCell
+from sentinel.bench.results import ServeCell
 
 # call(i) sends request i (an index into the pre-encoded set) and raises on any failure.
 Call = Callable[[int], None]

@@ -9,7 +9,7 @@ import socket
 from dataclasses import replace
 from pathlib import Path
 
-from sentinel.bench.records import Machine
+from sentinel.bench.results import Machine
 
 PACKAGES = ("onnxruntime", "numpy", "tritonclient", "nvidia-pytriton", "flask", "gunicorn",
             "grpcio", "polars", "prometheus_client")

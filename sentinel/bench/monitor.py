@@ -14,7 +14,7 @@ from monitor.records import ProbeResult, Scrape, VersionState
 from monitor.scrape import parse_metrics
 from monitor.store import SeriesStore
 from sentinel.bench.environment import describe_machine, finished
-from sentinel.bench.records import CycleCost, MonitorReport
+from sentinel.bench.results import CycleCost, MonitorReport
 from sentinel.bench.synthetic_metrics import metrics_text
 
 Progress = Callable[[str], None]

@@ -11,7 +11,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from sentinel.bench.records import PerfAnalyzerCell
+from sentinel.bench.results import PerfAnalyzerCell
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".sentinel" / "bench" / "perf_analyzer-2.51.0"

@@ -7,7 +7,7 @@ import re
 import statistics
 from pathlib import Path
 
-from sentinel.bench.records import Machine, MonitorReport, ServeReport, SwapReport
+from sentinel.bench.results import Machine, MonitorReport, ServeReport, SwapReport
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DOC = ROOT / "docs" / "benchmarks.md"

@@ -15,7 +15,7 @@ import numpy as np
 
 from sentinel.bench.driver import Call, measure
 from sentinel.bench.environment import describe_machine, finished
-from sentinel.bench.records import Machine, ServeCell
+from sentinel.bench.results import Machine, ServeCell
 
 Progress = Callable[[str], None]
 MODES = ("dense", "lexical", "hybrid")

@@ -13,7 +13,7 @@ from typing import Callable
 from sentinel.bench import clients
 from sentinel.bench.driver import measure
 from sentinel.bench.environment import describe_machine, finished
-from sentinel.bench.records import PerfAnalyzerCell, ServeCell, ServeReport
+from sentinel.bench.results import PerfAnalyzerCell, ServeCell, ServeReport
 from sentinel.bench.workload import ranking_requests, write_perf_analyzer_data
 
 TARGETS = ("in-process", "sentinel", "pytriton", "flask")

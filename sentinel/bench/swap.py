@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from sentinel.bench.environment import describe_machine, finished
-from sentinel.bench.records import SwapReport
+from sentinel.bench.results import SwapReport
 
 Progress = Callable[[str], None]
 

@@ -196,7 +196,7 @@ def test_cli_builds_the_pipeline_and_refuses_what_it_cannot_build(private_repo, 
 
 
 def test_compression_bench_writes_the_table(tmp_path, trained_ranker):
-    from build_scripts.bench_compression import run_bench
+    from sentinel.bench.compression import run_bench
     from build_scripts.pipeline import ranker_job
     out = tmp_path / "compression.md"
     rows = run_bench(["ranker"], out, quick=True,

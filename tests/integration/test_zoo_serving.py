@@ -8,7 +8,7 @@ import requests
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from build_scripts.bench_recommend import body, latency_split
+from sentinel.bench.recommend import body, latency_split
 from sentinel.triton import TritonServer
 from tests.zoo_fixtures import trained_seqrec, zoo_repo  # noqa: F401  (session fixtures)
 

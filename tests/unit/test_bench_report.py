@@ -1,4 +1,4 @@
-from sentinel.bench.records import Machine, ServeCell, ServeReport
+from sentinel.bench.results import Machine, ServeCell, ServeReport
 from sentinel.bench.report import (headline_markdown, ratio, ratios, serve_markdown,
                                    write_section)
 

@@ -9,7 +9,7 @@ import pytest
 
 from monitor.decide import decide
 from monitor.detect import PRESET_SIGNAL, OnlineDetector
-from monitor.detect_eval import FAULTS, TEST_SEEDS, make_trace
+from sentinel.bench.detect_eval import FAULTS, TEST_SEEDS, make_trace
 from monitor.poller import WATCHED_SIGNALS, default_detector_configs
 from monitor.records import (ActionRecord, DecisionInputs, Policy, ScrapeOutcome, VersionState,
                              detection_from_change_point)

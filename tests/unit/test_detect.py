@@ -17,10 +17,10 @@ from monitor.detect import (
     step_test,
     with_objective,
 )
-from monitor.detect_eval import (CLEAN_SIGNALS, DAY_SECONDS, FAULTS, TEST_SEEDS, TUNING_SEEDS,
+from sentinel.bench.detect_eval import (CLEAN_SIGNALS, DAY_SECONDS, FAULTS, TEST_SEEDS, TUNING_SEEDS,
                                  Fault, make_trace)
 
-# Seeds the presets were never tuned or calibrated on (monitor.detect_eval.TEST_SEEDS).
+# Seeds the presets were never tuned or calibrated on (sentinel.bench.detect_eval.TEST_SEEDS).
 SEEDS = list(TEST_SEEDS)
 
 ALL_CONFIGS = [DetectorConfig(), *SIGNAL_PRESETS.values()]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from monitor.anomaly import AnomalyConfig, AnomalyDetector, detect_anomalies
-from monitor.detect_eval import TEST_SEEDS, make_trace
+from sentinel.bench.detect_eval import TEST_SEEDS, make_trace
 
 
 @pytest.mark.parametrize("level", [0.0, 1.0, -3.0, 1e9])

@@ -1,13 +1,13 @@
-"""monitor.calibrate: the curve read off one recording pass predicts what the detector does."""
+"""sentinel.bench.calibrate: the curve read off one recording pass predicts what the detector does."""
 import math
 
 import numpy as np
 import pytest
 
-from monitor.calibrate import (ALPHA_GRID, count_alarms, mean_time_between, rate_interval,
+from sentinel.bench.calibrate import (ALPHA_GRID, count_alarms, mean_time_between, rate_interval,
                                record_tests, simulate_curve)
 from monitor.detect import DetectorConfig, alpha_for_rate, detect_series
-from monitor.detect_eval import TEST_SEEDS, make_trace
+from sentinel.bench.detect_eval import TEST_SEEDS, make_trace
 
 # Sensitive enough that short traces alarm often, so the comparison has events to count.
 CONFIG = DetectorConfig(warmup=20, baseline_window=120, test_window=10, min_effect_rel=0.05,
@@ -66,7 +66,7 @@ def test_poisson_interval_and_mean_time_between():
 
 
 def test_the_shipped_table_covers_every_preset_and_objective_variant():
-    from monitor.calibrate import calibration_configs
+    from sentinel.bench.calibrate import calibration_configs
 
     configs = calibration_configs()
     assert {"error_rate@0.999", "error_budget@0.995"} <= set(configs)

@@ -9,7 +9,7 @@ import pytest
 
 from monitor.detect import DetectorConfig
 from sentinel.bench.detect import BENCH_BEGIN, BENCH_END, default_nab_dir
-from monitor.detect_cli import (
+from sentinel.detect_cli import (
     SeriesFileError,
     bench_detect_main,
     configure_bench_detect_parser,
@@ -17,7 +17,7 @@ from monitor.detect_cli import (
     detect_main,
     parse_series_rows,
 )
-from monitor.detect_eval import (
+from sentinel.bench.detect_eval import (
     NAB_TUNING_FILES,
     NabError,
     NabSeries,

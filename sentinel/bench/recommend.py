@@ -2,7 +2,7 @@
 per-model statistics for recommend and for the seqrec and ranker requests it makes through BLS
 (Triton counts BLS requests in the called model's statistics).
 
-    python -m build_scripts.bench_recommend --url http://127.0.0.1:8000 --repository model_repository
+    python -m sentinel.bench.recommend --url http://127.0.0.1:8000 --repository model_repository
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from typing import Any, Literal, Mapping, Union
 # Triton's own failure reasons (2.51) and the custom error reasons model.py reports. Unknown reasons
 # still count in the totals; only these get a per-reason signal column.
 TRITON_FAILURE_REASONS = ("BACKEND", "REJECTED", "CANCELED", "OTHER")
-SENTINEL_ERROR_REASONS = ("invalid_input", "runtime", "fault")
+SENTINEL_ERROR_REASONS = ("invalid_input", "runtime", "fault", "upstream")
 
 ScrapePhase = Literal["ok", "error"]
 Phase = Literal["healthy", "degraded", "inconclusive", "error"]
@@ -142,6 +142,7 @@ class SignalPoint:
     error_rate_invalid_input: float
     error_rate_runtime: float
     error_rate_fault: float
+    error_rate_upstream: float
     latency_ms: float  # Δrequest_duration / Δsuccess (Triton times successful requests only)
     queue_ms: float
     compute_input_ms: float
@@ -268,6 +269,7 @@ _DEFAULT_BAD_DIRECTIONS = {
     "error_rate_invalid_input": "up",
     "error_rate_runtime": "up",
     "error_rate_fault": "up",
+    "error_rate_upstream": "up",
     "latency_ms": "up",
     "queue_ms": "up",
     "compute_input_ms": "up",

@@ -10,13 +10,24 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from python_backend.errors import InvalidRequest, UpstreamError
 from python_backend.faults import InjectedFault
 from python_backend.metrics import BackendMetrics
-from python_backend.ranker_features import InvalidRequest
 from python_backend.runners import RunnerOptions
 
-# exception type -> the reason label of sentinel_request_errors_total
-ERROR_REASONS = ((InvalidRequest, "invalid_input"), (InjectedFault, "fault"))
+# exception type -> the reason label of sentinel_request_errors_total and the message prefix
+ERROR_REASONS = ((InvalidRequest, "invalid_input", "invalid request: "),
+                 (InjectedFault, "fault", ""),
+                 (UpstreamError, "upstream", "pipeline step failed: "))
+
+
+def error_reason(exc: BaseException) -> tuple[str, str]:
+    """(reason label, message) for an exception a request ended with; anything unexpected is a
+    runtime error of the model."""
+    for kind, reason, prefix in ERROR_REASONS:
+        if isinstance(exc, kind):
+            return reason, f"{prefix}{exc}"
+    return "runtime", f"model run failed: {type(exc).__name__}: {exc}"
 
 
 def version_setup(args: dict) -> tuple[Path, RunnerOptions, dict[str, str]]:
@@ -37,8 +48,11 @@ def execute_batch(pb_utils: Any, metrics: BackendMetrics, requests: Sequence,
                   parse: Callable[[dict], Any], run: Callable[[list], list],
                   respond: Callable[[Any], tuple[list, np.ndarray | None]]) -> list:
     """parse(tensors) -> a typed request (raises one of ERROR_REASONS' types for a bad one);
-    run(valid requests) -> one result each; respond(result) -> (output tensors, scores to count)."""
-    def error(reason: str, message: str):
+    run(valid requests) -> one result each, or an exception instance for a request that failed
+    on its own (its error response; the others are served); respond(result) -> (output tensors,
+    scores to count)."""
+    def error(exc: BaseException):
+        reason, message = error_reason(exc)
         metrics.error(reason)
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
 
@@ -49,21 +63,36 @@ def execute_batch(pb_utils: Any, metrics: BackendMetrics, requests: Sequence,
         try:
             parsed.append(parse(read_inputs(request)))
             slots.append(i)
-        except InvalidRequest as exc:
-            responses[i] = error("invalid_input", f"invalid request: {exc}")
-        except InjectedFault as exc:
-            responses[i] = error("fault", str(exc))
+        except (InvalidRequest, InjectedFault) as exc:
+            responses[i] = error(exc)
     if parsed:
         try:
             results = run(parsed)
         except Exception as exc:  # a runtime failure must still answer every request
             results = None
             for i in slots:
-                responses[i] = error("runtime", f"model run failed: {exc}")
+                responses[i] = error(exc)
         for i, result in zip(slots, results or ()):
+            if isinstance(result, BaseException):
+                responses[i] = error(result)
+                continue
             tensors, scores = respond(result)
             if scores is not None:
                 metrics.scores(scores)
             responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
     metrics.maybe_flush()
     return responses
+
+
+def each(serve: Callable[[Any], Any]) -> Callable[[list], list]:
+    """A run() for models that serve one request at a time (a pipeline's BLS calls): one
+    request's exception becomes its own error response instead of failing the batch."""
+    def run(parsed: list) -> list:
+        out = []
+        for request in parsed:
+            try:
+                out.append(serve(request))
+            except Exception as exc:  # noqa: BLE001 - answered per request by execute_batch
+                out.append(exc)
+        return out
+    return run

@@ -8,15 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from python_backend.errors import InvalidRequest
+
 MAX_CANDIDATES = 1000
 CAT_FIELDS = ("user", "item", "age", "gender", "occupation", "year", "hour", "weekday")
 N_GENRES = 19
 N_ITEM_STATS = 2  # smoothed positive rate and log-count from the training period
 N_DENSE = N_GENRES + N_ITEM_STATS
-
-
-class InvalidRequest(ValueError):
-    """A request the ranker cannot score; the message is sent back to the client."""
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ from typing import Callable
 
 import numpy as np
 
+from python_backend.errors import InvalidRequest
 from python_backend.faults import Fault, FaultInjector
-from python_backend.ranker_features import (FeatureTables, InvalidRequest, RankRequest,
-                                            encode_requests, parse_request)
+from python_backend.ranker_features import (FeatureTables, RankRequest, encode_requests,
+                                            parse_request)
 from python_backend.runners import Runner, RunnerOptions, select_runner
 
 

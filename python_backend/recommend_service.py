@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from python_backend.ranker_features import InvalidRequest
+from python_backend.errors import InvalidRequest, UpstreamError
 from python_backend.search_service import parse_text
 from python_backend.seqrec_service import parse_history, parse_k
 from python_backend.topk import top_k
@@ -23,10 +23,6 @@ Candidates = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 # (user, items, timestamp or None) → one score per item, P(rating >= 4)
 Rank = Callable[[int, np.ndarray, int | None], np.ndarray]
 CATALOGUE = "catalogue.npz"
-
-
-class UpstreamError(RuntimeError):
-    """A model the pipeline calls answered with an error."""
 
 
 @dataclass(frozen=True)

@@ -3,31 +3,15 @@ not in model.py: TensorRT (python_backend.trt_runner) when the version has a `mo
 host can run it, ONNX Runtime on CPU otherwise."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Protocol
+from typing import Callable, Mapping
 
 import numpy as np
 
+from python_backend import trt_runner
+from python_backend.runner_types import Runner, RunnerError, RunnerOptions
 
-class RunnerError(RuntimeError):
-    """The artefact cannot be loaded or run."""
-
-
-class Runner(Protocol):
-    name: str
-    input_names: tuple[str, ...]
-    output_names: tuple[str, ...]
-
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-
-
-@dataclass(frozen=True)
-class RunnerOptions:
-    # One intra-op thread per instance measured best on 2 cores (PLATFORM.md): parallelism comes
-    # from Triton instances and dynamic batching, not from threads fighting inside one run.
-    intra_op_threads: int = 1
-    inter_op_threads: int = 1
+__all__ = ["OrtRunner", "Runner", "RunnerError", "RunnerOptions", "select_runner"]
 
 
 class OrtRunner:
@@ -57,8 +41,7 @@ ONNX = "model.onnx"
 
 
 def _tensorrt_available() -> bool:
-    from python_backend.trt_runner import tensorrt_available
-    return tensorrt_available()
+    return trt_runner.tensorrt_available()  # looked up at call time: tests replace it
 
 
 def select_runner(version_dir: Path, options: RunnerOptions = RunnerOptions(),
@@ -69,8 +52,7 @@ def select_runner(version_dir: Path, options: RunnerOptions = RunnerOptions(),
     version_dir = Path(version_dir)
     plan, onnx_path = version_dir / PLAN, version_dir / ONNX
     if plan.is_file() and gpu_available():
-        from python_backend.trt_runner import TrtRunner
-        return TrtRunner(plan, options)
+        return trt_runner.TrtRunner(plan, options)
     if onnx_path.is_file():
         return OrtRunner(onnx_path, options)
     raise RunnerError(f"no runnable artefact in {version_dir} (expected {ONNX}"

@@ -14,7 +14,7 @@ import numpy as np
 
 from python_backend.fusion import DEFAULT_MODE, FUSION, MODES, FusionParams, rank_scores
 from python_backend.lexical import LEXICAL_INDEX, LexicalIndex, LexicalScores
-from python_backend.ranker_features import InvalidRequest
+from python_backend.errors import InvalidRequest
 from python_backend.runners import Runner, RunnerOptions, select_runner
 from python_backend.seqrec_service import parse_k
 from python_backend.topk import top_k

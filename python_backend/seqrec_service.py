@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from python_backend.ranker_features import InvalidRequest
+from python_backend.errors import InvalidRequest
 from python_backend.runners import Runner, RunnerOptions, select_runner
 from python_backend.topk import masked, top_k
 

@@ -10,7 +10,7 @@ from typing import Mapping
 
 import numpy as np
 
-from python_backend.runners import RunnerError, RunnerOptions
+from python_backend.runner_types import RunnerError, RunnerOptions
 
 
 def _cudart():

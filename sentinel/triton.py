@@ -15,6 +15,7 @@ from typing import Callable
 
 import requests
 
+from sentinel.process import http_ok, kill_group, start_group, stop_group, wait_until
 from sentinel.repository import ModelEntry, scan
 from sentinel.triton_install import TritonInstall, locate
 
@@ -117,41 +118,15 @@ class TritonServer:
                                        f"run `sentinel build {name}` first")
         for name, port in (("http", o.http_port), ("grpc", o.grpc_port), ("metrics", o.metrics_port)):
             _check_port(name, port)
-        log = open(o.log_path, "ab") if o.log_path else subprocess.DEVNULL
+        # A session of its own: stop() signals the whole group, stubs included.
+        self.process = start_group(self.command(), o.log_path, self.install.env())
         try:
-            # A session of its own: stop() signals the whole group, stubs included.
-            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                            env=self.install.env(), start_new_session=True)
-        finally:
-            if o.log_path:
-                log.close()
-        try:
-            self._wait_live()
+            wait_until(self.process, http_ok(f"{o.http_url}/v2/health/live"), o.ready_timeout_s,
+                       "tritonserver", o.log_path, error=TritonStartError, sleep=self.sleep)
         except BaseException:
             self.stop()
             raise
         return self
-
-    def _log_tail(self, lines: int = 30) -> str:
-        if not self.options.log_path or not Path(self.options.log_path).exists():
-            return "(no log file; pass log_path / --log to keep the server log)"
-        return "\n".join(Path(self.options.log_path).read_text(errors="replace").splitlines()[-lines:])
-
-    def _wait_live(self) -> None:
-        deadline = time.monotonic() + self.options.ready_timeout_s
-        url = f"{self.options.http_url}/v2/health/live"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise TritonStartError(f"tritonserver exited with code {self.process.returncode}:\n"
-                                       f"{self._log_tail()}")
-            try:
-                if requests.get(url, timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            self.sleep(0.1)
-        raise TritonStartError(f"tritonserver not live after {self.options.ready_timeout_s}s:\n"
-                               f"{self._log_tail()}")
 
     def headers(self) -> dict[str, str]:
         return {"admin-key": self.options.admin_key} if self.options.admin_key else {}
@@ -163,19 +138,7 @@ class TritonServer:
         return r.json()
 
     def stop(self, timeout_s: float | None = None) -> None:
-        proc = self.process
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s or self.options.exit_timeout_s + 10)
-            except subprocess.TimeoutExpired:
-                pass
-        if proc is not None:
-            try:  # stubs that outlived the server are still in its process group
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            proc.wait()
+        stop_group(self.process, timeout_s=timeout_s or self.options.exit_timeout_s + 10)
         for path in glob.glob(str(SHM_DIR / f"{self.shm_prefix}*")):
             try:
                 os.unlink(path)
@@ -185,13 +148,7 @@ class TritonServer:
     def kill(self) -> None:
         """A crash: SIGKILL to the server and its stubs, no shutdown; then the launcher's own
         clean-up of its shared-memory regions (what a pod restart does to /dev/shm)."""
-        proc = self.process
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                proc.kill()
-            proc.wait()
+        kill_group(self.process)
         self.stop()
 
     def __enter__(self) -> "TritonServer":

@@ -4,15 +4,12 @@ model calls are Triton BLS requests to whatever versions the server currently se
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from python_backend.adapter import version_setup
+from python_backend.adapter import each, execute_batch, version_setup
+from python_backend.errors import UpstreamError
 from python_backend.metrics import BackendMetrics
-from python_backend.ranker_features import InvalidRequest
-from python_backend.recommend_service import RecommendService, UpstreamError
+from python_backend.recommend_service import RecommendService
 
-
-def _input(request, name):
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    return None if tensor is None else tensor.as_numpy()
+INPUTS = ("user_id", "history", "k", "timestamp", "min_score", "genre")
 
 
 def _call(model, inputs, outputs):
@@ -47,31 +44,18 @@ class TritonPythonModel:
         self.service = RecommendService.from_version(version_dir, candidates, rank,
                                                      int(params.get("CANDIDATES", "100")))
 
-    def _error(self, reason, message):
-        self.metrics.error(reason)
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
-
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            self.metrics.request()
-            try:
-                req = self.service.parse(*(_input(request, n) for n in (
-                    "user_id", "history", "k", "timestamp", "min_score", "genre")))
-                rec = self.service.recommend(req)
-            except InvalidRequest as exc:
-                responses.append(self._error("invalid_input", f"invalid request: {exc}"))
-                continue
-            except UpstreamError as exc:
-                responses.append(self._error("upstream", f"pipeline step failed: {exc}"))
-                continue
-            self.metrics.scores(rec.like)  # P(like) is on the 0..1 scale the histogram watches
-            responses.append(pb_utils.InferenceResponse(output_tensors=[
+        # One request at a time through the shared adapter: a failure of one request's pipeline
+        # (its error, an upstream model's error, anything unexpected) answers that request only.
+        return execute_batch(
+            pb_utils, self.metrics, requests,
+            parse=lambda tensors: self.service.parse(*(tensors.get(n) for n in INPUTS)),
+            run=each(self.service.recommend),
+            # P(like) is on the 0..1 scale the score histogram watches
+            respond=lambda rec: ([
                 pb_utils.Tensor("item_ids", rec.items.astype(np.int64).reshape(1, -1)),
                 pb_utils.Tensor("scores", rec.scores.astype(np.float32).reshape(1, -1)),
-                pb_utils.Tensor("like", rec.like.astype(np.float32).reshape(1, -1))]))
-        self.metrics.maybe_flush()
-        return responses
+                pb_utils.Tensor("like", rec.like.astype(np.float32).reshape(1, -1))], rec.like))
 
     def finalize(self):
         self.metrics.flush()

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from python_backend.ranker_features import (FeatureTables, InvalidRequest, encode_requests,
-                                            encode_rows, parse_request, time_context)
+from python_backend.errors import InvalidRequest
+from python_backend.ranker_features import (FeatureTables, encode_requests, encode_rows,
+                                            parse_request, time_context)
 
 
 @pytest.fixture

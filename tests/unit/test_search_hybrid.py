@@ -9,7 +9,7 @@ from build_scripts.search_eval import (Evaluation, LexicalMatrices, Margin, Meth
 from build_scripts.search_queries import TYPO_KINDS, QuerySet, partial_title, typed_title, typo
 from python_backend.fusion import KINDS, FusionFileError, FusionParams, features, fuse, rank_scores, route
 from python_backend.lexical import LexicalIndex, LexicalScores, build_index, has_year, normalise, trigrams
-from python_backend.ranker_features import InvalidRequest
+from python_backend.errors import InvalidRequest
 from python_backend.search_service import parse_mode
 
 TITLES = ("Toy Story", "The Shawshank Redemption", "Dead Man Walking", "Dead Man", "Copycat")

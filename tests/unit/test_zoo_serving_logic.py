@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from python_backend.ranker_features import InvalidRequest
+from python_backend.errors import InvalidRequest
 from python_backend.recommend_service import Catalogue, RecommendService, UpstreamError, select
 from python_backend.search_service import parse_text
 from python_backend.seqrec_service import (SeqrecService, SeqrecTables, pad_histories,

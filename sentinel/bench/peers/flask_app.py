@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from flask import Flask, jsonify, request
 
-from python_backend.ranker_features import InvalidRequest
+from python_backend.errors import InvalidRequest
 from python_backend.ranker_service import RankerService
 
 VERSION_DIR_ENV = "SENTINEL_BENCH_VERSION_DIR"

@@ -5,11 +5,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import requests
-
+from sentinel.process import http_ok, start_group, stop_group, wait_until
 from sentinel.triton import free_port
 
 
@@ -38,49 +36,18 @@ class _Peer:
         raise NotImplementedError
 
     def start(self):
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = start_group(self.command(), self.log_path, self.env())
         try:
-            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                            env=self.env(), start_new_session=True)
-        finally:
-            if self.log_path:
-                log.close()
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.stop()
-                raise PeerStartError(f"{self.name} exited with code {self.process.returncode}"
-                                     + self._log_hint())
-            try:
-                if requests.get(self.ready_url, timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise PeerStartError(f"{self.name} not ready after {self.ready_timeout_s:g}s"
-                             + self._log_hint())
-
-    def _log_hint(self) -> str:
-        if not self.log_path or not Path(self.log_path).exists():
-            return ""
-        return ":\n" + "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-20:])
+            wait_until(self.process, http_ok(self.ready_url), self.ready_timeout_s, self.name,
+                       self.log_path, step_s=0.2, error=PeerStartError)
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def stop(self, stop_signal: int = signal.SIGTERM, timeout_s: float = 20.0) -> None:
-        proc = self.process
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(stop_signal)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
-        try:  # whatever it started (tritonserver, stubs, workers) is in its process group
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.wait()
+        # whatever it started (tritonserver, stubs, workers) is in its process group
+        stop_group(self.process, stop_signal, timeout_s)
 
     def __enter__(self):
         return self.start()

@@ -63,5 +63,6 @@ def note_load_failure(rt: ModelRuntime, now: float) -> list[Event]:
     rt.load_failures_seen.add((newest.version, newest.reason))
     rt.requested, rt.requested_at = newest.version, now
     return [Event(now, rt.name, newest.version, "load_failure",
-                  reason=f"version {newest.version} failed to load; version {rt.served} stays "
-                         "served", evidence={"reason": newest.reason[-2000:]})]
+                  reason=f"version {newest.version} failed to load; " + (
+                      f"version {rt.served} stays served" if rt.served else "nothing serves"),
+                  evidence={"reason": newest.reason[-2000:]})]

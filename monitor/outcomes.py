@@ -48,7 +48,9 @@ def apply_result(rt: ModelRuntime, result: ActionResult, metrics: MonitorMetrics
     if req.kind in ("deploy", "promote") and outcome.ok:
         out.events.append(Event(result.finished_at, req.model, req.version, "activation",
                                 reason=f"version {req.version} now serves ({req.kind} by "
-                                       f"{req.actor}, was {req.from_version})",
+                                       f"{req.actor}, "
+                                       + (f"was {req.from_version})" if req.from_version
+                                          else "nothing served before)"),
                                 evidence={"previous": req.from_version}))
     if req.kind in ("rollback", "reload", "reconcile"):
         out.alerts.append(Alert(

@@ -31,10 +31,17 @@ def _csrf() -> str:
 
 
 @pages.app_template_filter("clock")
-def _clock(ts) -> str:
+def _clock(ts, zone: bool = True) -> str:
     if ts is None:
         return "—"
-    return dt.datetime.fromtimestamp(float(ts), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.datetime.fromtimestamp(float(ts), dt.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC" if zone else "%Y-%m-%d %H:%M:%S")
+
+
+# Versions, reasons and settings as a person reads them (never "vNone" or "(was None)").
+pages.add_app_template_filter(views.version_text, "v")
+pages.add_app_template_filter(views.reason_text, "reason")
+pages.add_app_template_filter(views.show, "show")
 
 
 @pages.app_template_filter("ago")
@@ -56,14 +63,19 @@ def _common() -> dict:
 def overview():
     poller, events = _state()
     with poller.lock:
+        names = list(poller.models)
+    on_disk = {m: poller.repository_versions(m) for m in names}  # file I/O: outside the lock
+    with poller.lock:
         rows = []
         for rt in poller.models.values():
-            row = views.model_summary(rt)
+            row = views.model_view(rt, on_disk.get(rt.name, ()))
             row.update(views.overview_spark(poller.store, rt.name, rt.served))
-            row["events"] = events.list(model=rt.name, limit=3)
             rows.append(row)
         scrape = poller.last_scrape
-    return render_template("overview.html", models=rows, scrape=scrape, **_common())
+    for row in rows:
+        row["events"] = events.list(model=row["model"], limit=3)
+    return render_template("overview.html", models=rows, fleet=views.fleet_phase(rows),
+                           scrape=scrape, **_common())
 
 
 @pages.get("/models/<model>")
@@ -74,14 +86,17 @@ def model(model: str):
         abort(400, description="window must be seconds in 60..86400")
     since = time.time() - int(window)
     with poller.lock:
+        if model not in poller.models:
+            abort(404, description=f"unknown model {model!r}")
+    on_disk = poller.repository_versions(model)  # file I/O: outside the lock
+    history = events.list(model=model, since=since, limit=2000)
+    with poller.lock:
         rt = poller.models.get(model)
         if rt is None:
             abort(404, description=f"unknown model {model!r}")
-        summary = views.model_summary(rt)
-        history = events.list(model=model, since=since, limit=2000)
+        summary = views.model_view(rt, on_disk)
         charts = views.charts(poller.store, model, history, since=since)
-        versions = views.versions_table(current_app.config["SENTINEL_REPOSITORY"], rt,
-                                       poller.repository_versions(model))
+        versions = views.versions_table(current_app.config["SENTINEL_REPOSITORY"], rt, on_disk)
     timeline = [e for e in history if e.kind in ("activation", "detection", "action",
                                                  "load_failure", "operator", "known_good")][:30]
     return render_template("model.html", m=summary, charts=charts, versions=versions,

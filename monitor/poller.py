@@ -454,7 +454,8 @@ class Poller:
                        "error": "SentinelError"}.get(decision.phase, "SentinelAlert"),
             model=model, version=decision.served_version,
             severity="critical" if decision.phase in ("degraded", "error") else "warning",
-            summary=f"{model} v{decision.served_version}: {decision.phase}",
+            summary=(f"{model} v{decision.served_version}: {decision.phase}"
+                     if decision.served_version else f"{model} (nothing serves): {decision.phase}"),
             description=decision.reason))
 
     def _emit(self, event: Event) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
+from typing import Iterable, Mapping, Sequence
 
 from monitor.charts import Line, Marker, line_chart, sparkline
 from monitor.records import VersionState
@@ -18,6 +20,86 @@ CHARTS = (  # (title, unit, signals, scale)
     ("NaN/Inf outputs", "% of scores", ("nan_rate",), 100.0),
 )
 MARKER_KINDS = {"detection": "change", "activation": "activation", "load_failure": "load_failure"}
+NO_VERSION = "no version published"
+# Worst first: the fleet's phase is the worst phase among its models that have a version published.
+PHASE_ORDER = ("error", "degraded", "inconclusive", "healthy")
+
+
+def version_text(version, none: str = "") -> str:
+    """The version as "v3"; `none` where there is no version (never "vNone")."""
+    return none if version is None or version == "" else f"v{version}"
+
+
+# Reasons already written to the event log by earlier code named a missing version "None".
+_NONE_IN_REASON = (
+    (re.compile(r"\(was None\)"), "(nothing served before)"),
+    (re.compile(r", was None\)"), "; nothing served before)"),
+    (re.compile(r"version None stays served"), "nothing serves"),
+    (re.compile(r"\bversion None\b"), "no version"),
+    (re.compile(r"\bvNone\b"), "no version"),
+)
+
+
+def reason_text(reason: str | None) -> str:
+    """An event's or decision's reason as a person reads it: no Python "None" for a version."""
+    text = reason or ""
+    for pattern, replacement in _NONE_IN_REASON:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def published(rt, on_disk: Iterable[str] = ()) -> list[str]:
+    """Versions of the model that exist: published on disk or listed by Triton's index."""
+    found = {s.version for s in rt.states if s.version.isdigit()} | {v for v in on_disk if v}
+    return sorted(found, key=_vkey)
+
+
+def model_view(rt, on_disk: Iterable[str] = ()) -> dict:
+    """model_summary plus what a page says: a model with no version published is not
+    "inconclusive", it has nothing to judge yet, and stays out of the fleet's phase."""
+    row = model_summary(rt)
+    versions = published(rt, on_disk)
+    row["published"] = versions
+    if not versions and rt.served is None:
+        row.update(status=NO_VERSION, status_class="none", judged=False,
+                   served_text=NO_VERSION,
+                   reason_text="nothing to watch until a version is published in the "
+                               "repository")
+    else:
+        phase = row["phase"]
+        row.update(status=phase or "unknown", status_class=phase or "unknown", judged=True,
+                   served_text=version_text(rt.served, "nothing serves"),
+                   reason_text=reason_text(row["reason"]))
+    return row
+
+
+def fleet_phase(rows: Sequence[dict]) -> dict:
+    """The fleet's overall phase: the worst phase of the models that are judged (model_view).
+    Models with no version published are named apart and change nothing."""
+    judged = [r for r in rows if r["judged"]]
+    counts = {p: sum(1 for r in judged if r["status"] == p) for p in PHASE_ORDER}
+    counts["unknown"] = sum(1 for r in judged if r["status"] not in PHASE_ORDER)
+    worst = next((p for p in PHASE_ORDER if counts[p]), None)
+    if worst is None and counts["unknown"]:
+        worst = "unknown"
+    return {"phase": worst, "judged": len(judged),
+            "counts": {p: n for p, n in counts.items() if n},
+            "unpublished": [r["model"] for r in rows if not r["judged"]]}
+
+
+def show(value) -> str:
+    """A configuration value in a table cell: "—" for unset, short floats, YAML-style booleans."""
+    if value is None:
+        return "—"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {show(v)}" for k, v in value.items()) or "—"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.4g}" if value != int(value) or abs(value) >= 1e6 else f"{value:g}"
+    return str(value)
 
 
 def model_summary(rt) -> dict:
@@ -51,21 +133,29 @@ def markers(events) -> list[Marker]:
         if e.kind == "detection":
             ev = dict(e.evidence)
             arrow = "↑" if ev.get("direction") == "up" else "↓"
+            which = f" ({version_text(e.version)})" if e.version else ""
             out.append(Marker(float(ev.get("changed_at", e.ts)),
-                              f"change: {ev.get('signal', '?')} {arrow} (v{e.version})", "change"))
-        elif e.kind == "activation":
-            out.append(Marker(e.ts, f"v{e.version} activated", "activation"))
+                              f"change: {ev.get('signal', '?')} {arrow}{which}", "change"))
+        elif e.kind == "activation" and e.version:
+            out.append(Marker(e.ts, f"{version_text(e.version)} activated", "activation"))
         elif e.kind == "action" and e.action in ("rollback", "reload", "promote"):
             kind = "rollback" if e.action != "reload" else "reload"
-            out.append(Marker(e.ts, f"{e.action} → v{e.version} ({e.outcome})", kind))
+            target = f" → {version_text(e.version)}" if e.version else ""
+            outcome = f" ({e.outcome})" if e.outcome else ""
+            out.append(Marker(e.ts, f"{e.action}{target}{outcome}", kind))
         elif e.kind == "load_failure":
-            out.append(Marker(e.ts, f"v{e.version} failed to load", "load_failure"))
+            out.append(Marker(e.ts, f"{version_text(e.version, 'a version')} failed to load",
+                              "load_failure"))
     return out
 
 
 def charts(store, model: str, events, since: float | None = None) -> list[str]:
+    """The model page's charts; none at all (not six empty frames) when the window holds no
+    metrics of the model."""
     versions = sorted((v for m, v in store.versions() if m == model), key=_vkey)
     frames = {v: store.signals(model, v, since=since) for v in versions}
+    if not any(f.height for f in frames.values()):
+        return []
     marks = [m for m in markers(events) if since is None or m.ts >= since]
     out = []
     for title, unit, signals, scale in CHARTS:

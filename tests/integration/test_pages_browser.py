@@ -1,14 +1,20 @@
 """The sidecar's pages in real headless Chromium against a sidecar watching a real Triton: the
 charts have data, a change point and a rollback appear after a fault, and the action form works
-with the token and is refused without. Screenshots are kept under the test's temp dir."""
+with the token and is refused without. The layout checks (every page at 1280 and 800 px wide,
+chart text measured by the browser) use a synthetic fleet and need no Triton.
+Screenshots are kept under the test's temp dir."""
 import shutil
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from werkzeug.serving import make_server
 
+from monitor.charts import LEGEND_SIZE, MARKER_SIZE, TICK_SIZE, text_width
 from monitor.sidecar import Sidecar
 from tests.integration.monitor_harness import TOKEN, build_repository, sidecar_config, start_harness
+from tests.unit.page_fleet import build_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -92,7 +98,8 @@ def test_overview_events_and_config_pages(browser, faulted):
     text = page.locator("#config").inner_text()
     assert "interval_s" in text and TOKEN not in text and "itest-admin" not in text
     from monitor.runtime import WATCHED_SIGNALS
-    assert page.locator("#detectors tr").count() == len(WATCHED_SIGNALS) + 1  # and the header
+    # one column per watched series (and the settings' names)
+    assert page.locator("#detectors tr").first.locator("th").count() == len(WATCHED_SIGNALS) + 1
     shot(page, work, "config")
 
 
@@ -139,3 +146,63 @@ def test_without_a_token_the_page_says_actions_are_disabled(browser, faulted, tm
         page.goto(f"{plain.url}/models/ranker?refresh=0")
         assert "Actions are disabled" in page.locator("#actions-disabled").inner_text()
         assert page.locator("#action-form").count() == 0
+
+
+# ------------------------------------------------------------------ layout, without Triton
+
+# Every text box of every chart, as the browser laid it out: the ones outside the SVG's viewBox
+# and the pairs that overlap (marker labels, legend, axis labels, title).
+CHART_TEXT_PROBLEMS = """() => [...document.querySelectorAll('svg.chart')].flatMap((svg, k) => {
+  const vb = svg.viewBox.baseVal, bad = [];
+  const boxes = [...svg.querySelectorAll('text, .legend-item rect')].map(t => {
+    const b = t.getBBox();
+    return {t: t.textContent || 'legend swatch', x: b.x, y: b.y, w: b.width, h: b.height}; });
+  for (const b of boxes) if (b.x < 0 || b.y < 0 || b.x + b.w > vb.width || b.y + b.h > vb.height)
+    bad.push(`chart ${k}: "${b.t}" leaves the chart`);
+  boxes.forEach((a, i) => boxes.slice(i + 1).forEach(c => {
+    if (a.x < c.x + c.w && c.x < a.x + a.w && a.y < c.y + c.h && c.y < a.y + a.h)
+      bad.push(`chart ${k}: "${a.t}" overlaps "${c.t}"`); }));
+  return bad; })"""
+# What the browser drew each chart text as: (class, text, width in SVG units).
+CHART_TEXT_WIDTHS = """() => [...document.querySelectorAll('svg.chart text')].map(t =>
+  [t.getAttribute('class'), t.textContent, t.getBBox().width])"""
+WIDE = """() => [document.documentElement.scrollWidth].concat([...document.querySelectorAll('.scroll')]
+  .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.firstElementChild.id))"""
+
+
+@pytest.fixture(scope="module")
+def fleet_url():
+    app, *_ = build_app()
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("width", [1280, 800])
+def test_every_page_fits_the_window_and_no_chart_text_overlaps(browser, fleet_url, width,
+                                                                tmp_path):
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    for name, path in [("overview", "/"), ("ranker", "/models/ranker"),
+                       ("recommender", "/models/recommender"),
+                       ("recommender-5min", "/models/recommender?window=300"),
+                       ("empty", "/models/empty"),
+                       ("broken", "/models/broken"), ("events", "/events"), ("config", "/config")]:
+        page.goto(f"{fleet_url}{path}{'&' if '?' in path else '?'}refresh=0")
+        assert page.evaluate(WIDE) == [width], f"{path} is wider than {width} px"
+        assert page.evaluate(CHART_TEXT_PROBLEMS) == [], path
+        # the layout (monitor.charts) places boxes from estimated widths: never below the drawn ones
+        sizes = {"marker-label": MARKER_SIZE, "legend": LEGEND_SIZE, "tick": TICK_SIZE}
+        narrow = [(text, round(w, 1), round(text_width(text, sizes[cls]), 1))
+                  for cls, text, w in page.evaluate(CHART_TEXT_WIDTHS)
+                  if cls in sizes and w > text_width(text, sizes[cls])]
+        assert narrow == [], f"{path}: drawn wider than monitor.charts.text_width says"
+        text = page.locator("main").inner_text()
+        assert "vNone" not in text and "None)" not in text, path
+        shot(page, tmp_path, f"{name}-{width}")
+    page.goto(f"{fleet_url}/models/ranker?refresh=0")
+    assert page.locator("#charts svg.chart").count() == 6
+    assert page.locator("#charts .marker-rollback text").first.text_content() == "rollback → v1 (ok)"
+    page.goto(f"{fleet_url}/?refresh=0")
+    assert page.locator("#model-empty").inner_text().count("no version published") == 1
+    assert "healthy" not in page.locator("#model-empty").inner_text()

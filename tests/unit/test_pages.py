@@ -1,0 +1,137 @@
+"""What a person reads on the pages, rendered by Flask from a synthetic fleet (tests/unit/page_fleet):
+no Python None for a missing version, models with no version published said as such and kept out
+of the fleet's phase, charts only where there is data."""
+import html
+import re
+
+import pytest
+
+from monitor import views
+from monitor.records import Decision
+from tests.unit.page_fleet import build_app
+
+PAGES = ["/", "/models/ranker", "/models/recommender", "/models/empty", "/models/broken",
+         "/events", "/config"]
+
+
+@pytest.fixture
+def fleet():
+    app, poller, events, story = build_app()
+    return app.test_client(), poller, events
+
+
+def visible_text(page: str) -> str:
+    """The text of a page as shown: no tags, no <title> tooltips, entities decoded."""
+    page = re.sub(r"<(style|title|script)\b.*?</\1>", " ", page, flags=re.S)
+    return html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+def get(client, path: str) -> str:
+    r = client.get(path + ("&" if "?" in path else "?") + "refresh=0")
+    assert r.status_code == 200, (path, r.status_code)
+    return r.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_no_page_prints_python_none(fleet, path):
+    client, *_ = fleet
+    text = visible_text(get(client, path))
+    assert "vNone" not in text
+    assert not re.search(r"\bNone\b", text), re.search(r".{60}\bNone\b.{20}", text, re.S)
+
+
+def test_recorded_reasons_that_say_none_read_as_words(fleet):
+    client, *_ = fleet
+    text = visible_text(get(client, "/events"))
+    assert "(deploy by alice; nothing served before)" in text
+    assert "version 1 failed to load; nothing serves" in text
+    assert views.reason_text("version 3 now serves (was None)") == \
+        "version 3 now serves (nothing served before)"
+
+
+def _row(page: str, model: str) -> str:
+    m = re.search(rf'<tr id="model-{model}">(.*?)</tr>', page, re.S)
+    assert m, f"no overview row for {model}"
+    return visible_text(m.group(1))
+
+
+def test_a_model_with_no_version_published_says_so_and_is_not_inconclusive(fleet):
+    client, *_ = fleet
+    row = _row(get(client, "/"), "empty")
+    assert "no version published" in row and "inconclusive" not in row
+    page = get(client, "/models/empty")
+    assert re.search(r'id="phase">no version published<', page)
+    assert "No version published" in visible_text(page)
+    assert 'id="charts"' not in page and 'id="no-metrics"' in page  # not six empty frames
+
+
+def test_a_model_with_no_version_published_does_not_change_the_fleets_phase(fleet):
+    client, poller, _ = fleet
+    del poller.models["broken"]  # the one judged model that is not healthy
+    page = get(client, "/")
+    fleet_line = visible_text(re.search(r'<p id="fleet">.*?</p>', page, re.S).group(0))
+    assert "healthy" in fleet_line and "inconclusive" not in fleet_line, fleet_line
+    assert "2 models judged" in fleet_line and "empty" in fleet_line
+    assert re.search(r'<p id="fleet">Fleet: <span class="phase phase-healthy">', page)
+
+
+def test_a_published_model_that_serves_nothing_still_counts(fleet):
+    client, *_ = fleet
+    page = get(client, "/")
+    assert re.search(r'<p id="fleet">Fleet: <span class="phase phase-inconclusive">', page)
+    assert "nothing serves" in _row(page, "broken")
+    assert "Nothing serves" in visible_text(get(client, "/models/broken"))
+
+
+def test_fleet_phase_is_the_worst_judged_phase():
+    def row(model, status, judged=True):
+        return {"model": model, "status": status, "judged": judged}
+    rows = [row("a", "healthy"), row("b", "degraded"), row("c", "no version published", False)]
+    assert views.fleet_phase(rows)["phase"] == "degraded"
+    assert views.fleet_phase(rows)["unpublished"] == ["c"]
+    assert views.fleet_phase([rows[0], rows[2]])["phase"] == "healthy"
+    assert views.fleet_phase([rows[2]])["phase"] is None
+
+
+def test_model_view_needs_a_published_version_to_be_judged(fleet):
+    _, poller, _ = fleet
+    empty = poller.models["empty"]
+    assert views.model_view(empty)["status"] == "no version published"
+    assert views.model_view(empty, ["3"])["status"] == "inconclusive"  # on disk, not loaded
+    empty.decision = Decision("empty", None, 0.0, "error", "alert", "x")
+    assert views.model_view(empty)["judged"] is False
+
+
+def test_model_page_of_a_served_model_has_its_six_charts_and_markers(fleet):
+    client, *_ = fleet
+    page = get(client, "/models/ranker")
+    assert page.count('<svg xmlns="http://www.w3.org/2000/svg" class="chart"') == 6
+    assert 'class="marker marker-rollback"' in page and "rollback → v1 (ok)" in page
+    assert "change: error_rate ↑ (v2)" in page
+
+
+def test_config_page_lists_each_detector_setting_once_per_signal(fleet):
+    client, poller, _ = fleet
+    page = get(client, "/config")
+    table = re.search(r'<table id="detectors">(.*?)</table>', page, re.S).group(1)
+    header = re.findall(r'<th class="signal">(.*?)</th>', table)
+    assert header == list(poller.detector_configs)
+    fields = next(iter(poller.detector_configs.values())).__dataclass_fields__
+    assert table.count("<tr>") == len(fields) + 1
+
+
+@pytest.mark.parametrize("value,shown", [(None, "—"), (True, "true"), (0.1, "0.1"),
+                                         (2.0546448900644246e-31, "2.055e-31"), (300, "300"),
+                                         (0.010000000000000009, "0.01"), (30.0, "30"),
+                                         ({"a": None, "b": 1.5}, "a: —, b: 1.5")])
+def test_settings_are_shown_without_python_spellings(value, shown):
+    assert views.show(value) == shown
+
+
+def test_the_action_form_is_not_on_a_page_that_reloads_itself(fleet):
+    client, *_ = fleet
+    live = client.get("/models/ranker").get_data(as_text=True)  # refreshes every 5 s
+    assert '<meta http-equiv="refresh"' in live
+    assert 'id="action-form"' not in live and 'href="?window=900&amp;refresh=0#actions"' in live
+    paused = get(client, "/models/ranker")
+    assert '<meta http-equiv="refresh"' not in paused and 'id="action-form"' in paused

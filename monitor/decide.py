@@ -294,6 +294,18 @@ def _detections(inputs: DecisionInputs, policy: Policy) -> _Verdict | None:
     if after:
         late = f"{_describe(after)}, {_minutes(after[0].changed_at - inputs.activated_at)} after " \
                f"version {served} was activated at {_clock(inputs.activated_at)}"
+        restarts = [t for t in inputs.reset_times for d in after
+                    if abs(d.changed_at - t) <= policy.concurrency_window_s]
+        if restarts:
+            # A server restart (counters reset) moves a model's signals for a while (cold
+            # sessions, a refilled cache): that is the restart's doing, not a late regression.
+            return _Verdict(
+                "degraded",
+                "alert",
+                f"{late}, with the server restarted at {_clock(restarts[0])} (counters reset): "
+                f"not attributable",
+                evidence=tuple(after),
+            )
         if inputs.peers_observed > 0:
             return _Verdict(
                 "degraded",

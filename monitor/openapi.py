@@ -85,50 +85,94 @@ def openapi_document() -> dict:
             "responses": {"200": _json("ActionResult"), "400": _ERROR, "401": _ERROR,
                           "403": _ERROR, "404": _ERROR, "409": _ERROR}}}
     nullable_str = {"type": "string", "nullable": True}
+    nullable_num = {"type": "number", "nullable": True}
+    nullable_int = {"type": "integer", "nullable": True}
+
+    def obj(required_and_properties: dict, nullable: bool = False, **extra) -> dict:
+        """An object whose every listed property is always present (the API writes null, not
+        nothing, for a missing value)."""
+        out = {"type": "object", "required": list(required_and_properties),
+               "properties": required_and_properties, **extra}
+        return {**out, "nullable": True} if nullable else out
+
+    def one_of(values, nullable: bool = False) -> dict:
+        return {"type": "string", "enum": [*values, *([None] if nullable else [])],
+                **({"nullable": True} if nullable else {})}
+
+    phases = ("healthy", "degraded", "inconclusive", "error")
+    actions = ("none", "rollback", "reload", "alert")
+    strings = {"type": "array", "items": {"type": "string"}}
     schemas = {
-        "Error": {"type": "object", "required": ["error"],
-                  "properties": {"error": {"type": "string"}}},
-        "Health": {"type": "object", "required": ["ok"], "properties": {
-            "ok": {"type": "boolean"}, "last_scrape": {"type": "object", "nullable": True}}},
-        "Model": {"type": "object", "required": ["model"], "properties": {
+        "Error": obj({"error": {"type": "string"}}),
+        "Health": obj({"ok": {"type": "boolean"},
+                       "last_scrape": obj({"ts": {"type": "number"},
+                                           "phase": one_of(("ok", "error")),
+                                           "error": nullable_str}, nullable=True)}),
+        "Model": obj({
             "model": {"type": "string"}, "served_version": nullable_str,
-            "phase": nullable_str, "reason": nullable_str, "action": nullable_str,
+            "activated_at": nullable_num, "phase": one_of(phases, nullable=True),
+            "reason": nullable_str, "action": one_of(actions, nullable=True),
             "known_good": nullable_str, "pinned": nullable_str, "frozen": {"type": "boolean"},
-            "activated_at": {"type": "number", "nullable": True},
-            "acked": {"type": "object", "nullable": True},
-            "desired": {"type": "object", "nullable": True},
-            "desired_error": nullable_str,
-            "versions": {"type": "array", "items": {"type": "object"}}}},
-        "Desired": {"type": "object", "required": ["model", "desired"], "properties": {
-            "model": {"type": "string"}, "error": nullable_str,
-            "desired": {"type": "object", "nullable": True, "properties": {
+            "desired": obj({
                 "version": nullable_str, "generation": {"type": "integer"},
-                "known_good": {"type": "array", "items": {"type": "object"}},
-                "rejected": {"type": "array", "items": {"type": "object"}},
-                "watch": {"type": "object", "nullable": True}, "pinned": nullable_str,
-                "frozen": {"type": "boolean"}}}}},
-        "ModelList": {"type": "object", "required": ["models"], "properties": {
-            "models": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}}}},
-        "Versions": {"type": "object", "required": ["model", "versions"], "properties": {
-            "model": {"type": "string"}, "versions": {"type": "array", "items": {"type": "object"}}}},
-        "Series": {"type": "object", "required": ["model", "series"], "properties": {
-            "model": {"type": "string"}, "series": {"type": "object"}}},
-        "Event": {"type": "object", "properties": {
-            "id": {"type": "integer", "nullable": True}, "ts": {"type": "number"},
+                "converged": {"type": "boolean"}, "watching": nullable_str,
+                "known_good_history": strings,
+                "rejected": {"type": "array", "items": obj({
+                    "version": {"type": "string"}, "reason": {"type": "string"},
+                    "event_id": nullable_int})},
+                "rollback_target": nullable_str}, nullable=True),
+            "desired_error": nullable_str,
+            "acked": obj({"phase": {"type": "string"}, "actor": {"type": "string"}},
+                         nullable=True),
+            "versions": {"type": "array", "items": obj({
+                "version": {"type": "string"}, "state": {"type": "string"},
+                "reason": {"type": "string"}})}}),
+        "Desired": obj({
+            "model": {"type": "string"}, "error": nullable_str,
+            "desired": obj({
+                "model": {"type": "string"}, "version": nullable_str,
+                "generation": {"type": "integer"},
+                "known_good": {"type": "array", "items": obj({
+                    "version": {"type": "string"}, "at": {"type": "number"},
+                    "by": {"type": "string"}, "baseline": {"type": "object"}})},
+                "rejected": {"type": "array", "items": obj({
+                    "version": {"type": "string"}, "at": {"type": "number"},
+                    "reason": {"type": "string"}, "event_id": nullable_int,
+                    "by": {"type": "string"}})},
+                "watch": obj({"version": {"type": "string"}, "since": {"type": "number"},
+                              "origin": {"type": "string"}, "by": {"type": "string"}},
+                             nullable=True),
+                "pinned": nullable_str, "frozen": {"type": "boolean"},
+                "updated_at": {"type": "number"}, "updated_by": {"type": "string"},
+                "schema": {"type": "integer"}}, nullable=True)}),
+        "ModelList": obj({"models": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}}}),
+        "Versions": obj({"model": {"type": "string"}, "versions": {"type": "array", "items": obj({
+            "version": {"type": "string"}, "state": {"type": "string"},
+            "reason": {"type": "string"}, "created": {"type": "string"},
+            "metrics": {"type": "object", "additionalProperties": nullable_num},
+            "parity": nullable_num, "fault": nullable_str,
+            "served": {"type": "boolean"}, "known_good": {"type": "boolean"},
+            "desired": {"type": "boolean"}, "rejected": {"type": "boolean"},
+            "pinned": {"type": "boolean"},
+            "probe": one_of(("ok", "mismatch", "timeout", "error"), nullable=True)})}}),
+        "Series": obj({"model": {"type": "string"}, "series": {
+            "type": "object", "description": "version -> column -> values, oldest first",
+            "additionalProperties": {"type": "object", "required": ["ts"],
+                                     "additionalProperties": {"type": "array"}}}}),
+        "Event": obj({
+            "id": nullable_int, "ts": {"type": "number"},
             "model": {"type": "string"}, "version": nullable_str, "kind": {"type": "string"},
             "phase": nullable_str, "action": nullable_str, "reason": {"type": "string"},
-            "evidence": {"type": "object"}, "actor": {"type": "string"}, "outcome": nullable_str}},
-        "Events": {"type": "object", "required": ["events"], "properties": {
-            "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}}},
+            "evidence": {"type": "object"}, "actor": {"type": "string"}, "outcome": nullable_str}),
+        "Events": obj({"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}}),
         "ActionRequest": {"type": "object", "properties": {
             "version": {"type": "string", "pattern": "^[0-9]+$"},
             "reason": {"type": "string", "maxLength": 500},
             "force": {"type": "boolean", "description": "deploy: also a rejected version"}}},
-        "ActionResult": {"type": "object", "required": ["ok"], "properties": {
+        "ActionResult": obj({
             "ok": {"type": "boolean"}, "model": {"type": "string"}, "action": {"type": "string"},
             "version": nullable_str, "detail": {"type": "string"},
-            "seconds": {"type": "number", "nullable": True},
-            "generation": {"type": "integer", "nullable": True}}},
+            "seconds": nullable_num, "generation": nullable_int}),
     }
     return {
         "openapi": "3.0.3",

@@ -5,28 +5,17 @@ from __future__ import annotations
 import ast
 import importlib.metadata as md
 import json
-import re
 import subprocess
 import sys
 import tomllib
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.deploy.conftest import DOCKER, DOCKERFILES, ROOT, image_is_pinned, tool
-
-
-def _instructions(path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", path.read_text())
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            word, _, rest = line.partition(" ")
-            out.append((word.upper(), rest.strip()))
-    return out
+from tests.deploy.conftest import (DOCKER, DOCKERFILES, K8S, ROOT, dockerfile_for, image_is_pinned,
+                                   instructions, load_yaml_docs, tool)
 
 
 def _lock() -> dict[str, str]:
@@ -39,9 +28,23 @@ def _pins(path) -> list[str]:
             if line.strip() and not line.startswith("#")]
 
 
-def test_the_three_images_exist():
-    assert {p.name for p in DOCKERFILES} == {"triton.Dockerfile", "builder.Dockerfile",
-                                             "sidecar.Dockerfile"}
+def test_every_dockerfile_is_built_and_every_project_image_has_one():
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    built = {(DOCKER / ".." / s["build"]["dockerfile"]).resolve()
+             for s in compose["services"].values() if "build" in s}
+    assert built == {p.resolve() for p in DOCKERFILES}
+    images = [s["image"] for s in compose["services"].values()]
+    for path in K8S.glob("*.yaml"):
+        for doc in load_yaml_docs(path):
+            pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+            images += [c["image"] for c in pod.get("containers", [])]
+    project = [i for i in images if i.startswith("sentinel/")]
+    assert project and all(dockerfile_for(i).is_file() for i in project), project
+    # one tag per project image across compose and the manifests
+    tags = {}
+    for image in project:
+        name, _, tag = image.rpartition(":")
+        assert tags.setdefault(name, tag) == tag, f"{name} is tagged {tags[name]} and {tag}"
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
@@ -54,7 +57,7 @@ def test_hadolint_is_clean(dockerfile):
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
 def test_base_image_pinned_sources_exist_and_context_is_filtered(dockerfile):
-    steps = _instructions(dockerfile)
+    steps = instructions(dockerfile)
     froms = [args.split()[0] for word, args in steps if word == "FROM"]
     assert froms and all(image_is_pinned(f) for f in froms), froms
     for word, args in steps:
@@ -71,7 +74,7 @@ def test_base_image_pinned_sources_exist_and_context_is_filtered(dockerfile):
 
 
 def test_triton_image_is_nvidias_2_51_with_numpy_below_2_for_the_stub():
-    steps = _instructions(DOCKER / "triton.Dockerfile")
+    steps = instructions(DOCKER / "triton.Dockerfile")
     (base,) = [a for w, a in steps if w == "FROM"]
     # 24.10 = Triton 2.51, the server the project runs from the nvidia-pytriton wheel.
     assert base.endswith("/nvidia/tritonserver:24.10-py3")
@@ -86,7 +89,7 @@ def test_triton_image_is_nvidias_2_51_with_numpy_below_2_for_the_stub():
 
 def test_builder_and_triton_images_share_the_tensorrt_version_of_pyproject():
     def arg(path):
-        (value,) = [a.split("=", 1)[1] for w, a in _instructions(path)
+        (value,) = [a.split("=", 1)[1] for w, a in instructions(path)
                     if w == "ARG" and a.startswith("TENSORRT_VERSION=")]
         return value
     gpu = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]

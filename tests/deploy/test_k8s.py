@@ -1,15 +1,24 @@
 """The Kubernetes manifests, parsed (no cluster, no kubectl here): Triton and the sidecar in one pod
 on one repository volume, secrets and config that exist, probes that do not lie about a dead stub,
-ports that agree with each other, resources, and pinned images."""
+ports that agree with each other, resources, and pinned images. Values are checked against what
+uses them (the entrypoints, the Dockerfiles, the sidecar's config and app, the alerting rules),
+not restated."""
 from __future__ import annotations
 
+import ipaddress
+import re
+from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from monitor.config import load_config
-from tests.deploy.conftest import K8S, image_is_pinned, load_yaml_docs
+from sentinel.cli import build_parser
+from tests.deploy.conftest import (DOCKER, K8S, dockerfile_for, duration_s, flag, image_env,
+                                   image_exposes, image_files, image_is_pinned, image_user,
+                                   load_yaml_docs, run_entrypoint, sidecar_answers, triton_ports,
+                                   with_files)
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +40,14 @@ def pod(objects) -> dict:
     return objects[("Deployment", "sentinel-ranker")]["spec"]["template"]
 
 
+@pytest.fixture(scope="module")
+def config(objects, tmp_path_factory):
+    """The sidecar's config as the ConfigMap ships it."""
+    path = tmp_path_factory.mktemp("k8s-config") / "sentinel.toml"
+    path.write_text(objects[("ConfigMap", "sentinel-policy")]["data"]["sentinel.toml"])
+    return load_config(path, env={})
+
+
 def _containers(pod) -> dict[str, dict]:
     return {c["name"]: c for c in pod["spec"]["containers"]}
 
@@ -43,16 +60,24 @@ def _env(container) -> dict[str, str]:
     return {e["name"]: e.get("value") for e in container.get("env", [])}
 
 
-def test_every_manifest_parses_and_the_kustomization_lists_them(kustomization, objects):
+def _mounts(container) -> dict[str, dict]:
+    return {m["name"]: m for m in container.get("volumeMounts", [])}
+
+
+def test_every_manifest_parses_and_lands_in_the_namespace_it_creates(kustomization, objects):
     listed = set(kustomization["resources"])
     on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", "builder-job.yaml"}
     assert listed == on_disk
-    assert {kind for kind, _ in objects} == {"Namespace", "PersistentVolumeClaim", "ConfigMap",
-                                              "Deployment", "Service", "PodMonitor"}
-    assert load_yaml_docs(K8S / "builder-job.yaml")[0]["kind"] == "Job"
+    namespace = kustomization["namespace"]
+    assert ("Namespace", namespace) in objects
+    # The builder Job is created on its own (kubectl create -f): it must name the namespace the
+    # kustomization puts the repository's claim in, or it cannot mount it.
+    job = load_yaml_docs(K8S / "builder-job.yaml")[0]
+    assert job["kind"] == "Job" and job["metadata"]["namespace"] == namespace
 
 
-def test_triton_and_the_sidecar_share_one_pod_and_the_repository_volume(objects, pod):
+def test_triton_and_the_sidecar_share_one_pod_and_the_repository_volume(objects, pod, config,
+                                                                        tmp_path):
     containers = _containers(pod)
     assert set(containers) == {"triton", "sidecar"}
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
@@ -60,71 +85,130 @@ def test_triton_and_the_sidecar_share_one_pod_and_the_repository_volume(objects,
     assert ("PersistentVolumeClaim", claim) in objects
     assert "ReadWriteMany" in objects[("PersistentVolumeClaim", claim)]["spec"]["accessModes"]
     for name, c in containers.items():
-        mounts = {m["name"]: m for m in c["volumeMounts"]}
-        assert mounts["models"]["mountPath"] == "/models", name
-        # Triton only reads the repository; the sidecar writes the desired state into it
-        assert mounts["models"].get("readOnly", False) == (name == "triton"), name
-        for m in mounts:
+        for m in _mounts(c):
             assert m in volumes, f"{name} mounts undeclared volume {m}"
+    # Triton serves the repository its entrypoint is given, read-only; the sidecar reads and
+    # writes (the desired state) the one its config names: the same volume at those paths.
+    triton = containers["triton"]
+    env = {**image_env(dockerfile_for(triton["image"])), **_env(triton)}
+    env = with_files(tmp_path, env, {env["TRITON_ADMIN_KEY_FILE"]: "k"})
+    argv, _ = run_entrypoint(DOCKER / "triton" / "entrypoint.sh", "tritonserver", env, tmp_path)
+    assert _mounts(triton)["models"]["mountPath"] == flag(argv, "model-repository")
+    assert _mounts(triton)["models"].get("readOnly") is True
+    sidecar = _mounts(containers["sidecar"])["models"]
+    assert sidecar["mountPath"] == str(config.repository) and not sidecar.get("readOnly", False)
+    # The builder Job publishes into the same claim, at the path its command writes to.
     job = load_yaml_docs(K8S / "builder-job.yaml")[0]["spec"]["template"]["spec"]
-    assert job["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim
-    assert job["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    (builder,) = job["containers"]
+    job_volumes = {v["name"]: v for v in job["volumes"]}
+    (mount,) = [m for m in builder["volumeMounts"]
+                if job_volumes[m["name"]]["persistentVolumeClaim"]["claimName"] == claim]
+    args = builder["args"]
+    assert args[args.index("--repository") + 1] == mount["mountPath"]
+    # It builds engines for the serving GPU: it asks for the same GPU resource and tolerates the
+    # same node taints as the Triton pods.
+    gpu = set(triton["resources"]["limits"]) - {"cpu", "memory"}
+    assert gpu and gpu <= set(builder["resources"]["limits"])
+    assert job["tolerations"] == pod["spec"]["tolerations"]
 
 
-def test_secret_and_config_references_resolve(kustomization, objects, pod):
+def test_secrets_reach_triton_and_the_sidecar_as_the_same_key(kustomization, objects, pod, config,
+                                                              tmp_path):
     (generator,) = kustomization["secretGenerator"]
-    keys = {f.split("=", 1)[0] for f in generator["files"]}
-    assert keys == {"admin-key", "sidecar-token"}
-    for f in generator["files"]:
-        assert f.split("=", 1)[1].startswith("secrets/")
+    files = dict(f.split("=", 1) for f in generator["files"])
+    for source in files.values():
+        assert source.startswith("secrets/")
     assert "*" in (K8S / "secrets" / ".gitignore").read_text().split()  # never committed
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert volumes["sentinel-secrets"]["secret"]["secretName"] == generator["name"]
     containers = _containers(pod)
-    mount = {c: {m["name"]: m["mountPath"] for m in containers[c]["volumeMounts"]}
-             for c in containers}
-    secret_dir = mount["triton"]["sentinel-secrets"]
-    assert _env(containers["triton"])["TRITON_ADMIN_KEY_FILE"] == f"{secret_dir}/admin-key"
-    side = _env(containers["sidecar"])
-    assert side["ADMIN_KEY_FILE"] == f"{mount['sidecar']['sentinel-secrets']}/admin-key"
-    assert side["TOKEN_FILE"] == f"{mount['sidecar']['sentinel-secrets']}/sidecar-token"
-    for c in containers.values():
+    # Every *_FILE variable names a key of the Secret where its container mounts it, and every
+    # key is read by someone.
+    used = set()
+    for name, c in containers.items():
+        secret_dir = _mounts(c).get("sentinel-secrets", {}).get("mountPath")
+        for var, value in _env(c).items():
+            if var.endswith("_FILE"):
+                assert secret_dir and PurePosixPath(value).parent == PurePosixPath(secret_dir), var
+                assert PurePosixPath(value).name in files, f"{name} {var}: no such key"
+                used.add(PurePosixPath(value).name)
         for e in c.get("env", []):
             assert not any(w in e["name"] for w in ("KEY", "TOKEN", "PASSWORD")) \
                 or e["name"].endswith("_FILE"), f"{e['name']}: secrets come as files"
-    policy = volumes["policy"]["configMap"]["name"]
-    assert ("ConfigMap", policy) in objects
-    assert mount["sidecar"]["policy"] == "/etc/sentinel"
-    assert containers["sidecar"]["args"] == ["--config", "/etc/sentinel/sentinel.toml"]
+    assert used == set(files)
+    # Run both entrypoints on those files: Triton guards its repository API with the key the
+    # sidecar's config ends up holding, and the sidecar gets its control token.
+    content = {f"{_mounts(c)['sentinel-secrets']['mountPath']}/{key}": f"value of {key}"
+               for c in containers.values() for key in files}
+    triton, sidecar = containers["triton"], containers["sidecar"]
+    triton_env = with_files(tmp_path, {**image_env(dockerfile_for(triton["image"])),
+                                       **_env(triton)}, content)
+    argv, _ = run_entrypoint(DOCKER / "triton" / "entrypoint.sh", "tritonserver", triton_env,
+                             tmp_path)
+    key = flag(argv, "http-restricted-api").split("admin-key=", 1)[1]
+    side_env = with_files(tmp_path, {k: v for k, v in _env(sidecar).items() if v is not None},
+                          content)
+    side_argv, seen = run_entrypoint(DOCKER / "sidecar" / "entrypoint.sh", "sentinel", side_env,
+                                     tmp_path, sidecar["args"])
+    parsed = build_parser().parse_args(side_argv)  # the container runs `sentinel monitor`
+    assert parsed.command == "monitor" and parsed.config == _config_path(sidecar)
+    config_path = tmp_path / "sentinel.toml"
+    config_path.write_text(objects[("ConfigMap", "sentinel-policy")]["data"]["sentinel.toml"])
+    with_secrets = load_config(config_path, env={k: v for k, v in seen.items()
+                                                 if k.startswith("SENTINEL_")})
+    assert with_secrets.admin_key == key == "value of admin-key"
+    assert with_secrets.token == "value of sidecar-token"
+    assert config.admin_key is None and config.token is None  # not in the ConfigMap
 
 
-def test_policy_config_is_valid_and_talks_to_triton_over_loopback(objects, pod, tmp_path):
-    toml = objects[("ConfigMap", "sentinel-policy")]["data"]["sentinel.toml"]
-    (tmp_path / "sentinel.toml").write_text(toml)
-    config = load_config(tmp_path / "sentinel.toml", env={})
+def _config_path(sidecar) -> str:
+    args = sidecar["args"]
+    return args[args.index("--config") + 1]
+
+
+def test_the_sidecar_reads_the_configmap_it_mounts(objects, pod):
+    sidecar = _containers(pod)["sidecar"]
+    path = PurePosixPath(_config_path(sidecar))
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    (mount,) = [m for m in sidecar["volumeMounts"] if path.parent == PurePosixPath(m["mountPath"])]
+    config_map = volumes[mount["name"]]["configMap"]["name"]
+    assert path.name in objects[("ConfigMap", config_map)]["data"]
+
+
+def test_policy_config_is_valid_and_talks_to_triton_over_loopback(pod, config, triton_argv):
     triton = _ports(_containers(pod)["triton"])
+    assert triton == triton_ports(triton_argv)  # the ports tritonserver is started with
     for url, port in ((config.triton_url, triton["http"]), (config.metrics_url, triton["metrics"])):
         parts = urlsplit(url)
         assert parts.hostname == "127.0.0.1" and parts.port == port, url
-    assert config.port == _ports(_containers(pod)["sidecar"])["sidecar"]
-    assert config.host == "0.0.0.0"  # Prometheus scrapes the sidecar from outside the pod
-    assert str(config.repository) == "/models"
-    assert config.db_path.startswith("/var/lib/sentinel/")
-    assert config.admin_key is None and config.token is None
+    sidecar = _containers(pod)["sidecar"]
+    assert config.port == _ports(sidecar)["sidecar"]
+    assert config.port in image_exposes(dockerfile_for(sidecar["image"]))
+    # Prometheus scrapes the sidecar from outside the pod: it must not listen on loopback only.
+    assert not ipaddress.ip_address(config.host).is_loopback
+    # The root filesystem is read-only: the event log must be on a writable volume.
+    db = PurePosixPath(config.db_path)
+    assert any(db.is_relative_to(m["mountPath"]) and not m.get("readOnly", False)
+               for m in sidecar["volumeMounts"]), config.db_path
+    assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 def test_probes_do_not_lie_about_a_dead_stub(pod):
     containers = _containers(pod)
     triton = containers["triton"]
+    installed = image_files(dockerfile_for(triton["image"]))
     for probe in ("startupProbe", "readinessProbe"):
         command = triton[probe]["exec"]["command"]
-        assert "/opt/sentinel/bin/golden-probe" in command, probe  # a real inference
+        # a real inference: the golden probe the Triton image installs
+        assert command[0] == "python3" and command[1] in installed, probe
+        assert command[1].endswith("golden-probe"), probe
     # /v2/health/ready is 200 with a dead stub: it must not gate traffic.
     assert "httpGet" not in triton["readinessProbe"]
     assert triton["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     sidecar = containers["sidecar"]
     for probe in ("readinessProbe", "livenessProbe"):
-        assert sidecar[probe]["httpGet"]["path"] == "/healthz"
+        path = sidecar[probe]["httpGet"]["path"]
+        assert sidecar_answers(path) == 200, f"sidecar {probe}: GET {path}"
     for name, c in containers.items():
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             port = c.get(probe, {}).get("httpGet", {}).get("port")
@@ -138,36 +222,47 @@ def test_resources_gpu_images_and_users(pod):
         assert c["resources"]["limits"]["memory"], name
         assert image_is_pinned(c["image"]), c["image"]
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        # the user the image was built for (it owns the image's files), never root
+        assert str(c["securityContext"]["runAsUser"]) == image_user(dockerfile_for(c["image"]))
         assert c["securityContext"]["runAsUser"] != 0
     gpu = containers["triton"]["resources"]
-    assert gpu["limits"]["nvidia.com/gpu"] == gpu["requests"]["nvidia.com/gpu"] == 1
+    assert gpu["limits"]["nvidia.com/gpu"] == gpu["requests"]["nvidia.com/gpu"] >= 1
     assert "nvidia.com/gpu" not in containers["sidecar"]["resources"].get("limits", {})
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
-    assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
-    assert any(m["mountPath"] == "/dev/shm" for m in containers["triton"]["volumeMounts"])
+    shm = [m["name"] for m in containers["triton"]["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+    assert shm and volumes[shm[0]]["emptyDir"]["medium"] == "Memory"
 
 
-def test_services_and_scraping_use_ports_that_exist(objects, pod, kustomization):
+def test_services_and_scraping_use_ports_that_exist(objects, pod, kustomization, config):
     labels = pod["metadata"]["labels"]
     deployment = objects[("Deployment", "sentinel-ranker")]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    names = {n for c in _containers(pod).values() for n in _ports(c)}
+    ports = {n: p for c in _containers(pod).values() for n, p in _ports(c).items()}
     services = [o for (kind, _), o in objects.items() if kind == "Service"]
-    assert {s["metadata"]["name"] for s in services} == {"ranker", "sentinel-sidecar"}
+    assert services
     for svc in services:
         assert svc["spec"]["selector"].items() <= labels.items()
         assert svc["spec"]["type"] == "ClusterIP"
         for port in svc["spec"]["ports"]:
-            assert port["targetPort"] in names, f"{svc['metadata']['name']}: {port}"
+            # inside the cluster a client uses the number the container listens on
+            assert port["targetPort"] in ports and port["port"] == ports[port["targetPort"]], \
+                f"{svc['metadata']['name']}: {port}"
     # Clients get inference only; metrics are scraped from the pod, not exposed as a Service.
-    assert {p["port"] for s in services for p in s["spec"]["ports"]} == {8000, 8001, 8080}
+    exposed = {p["targetPort"] for s in services for p in s["spec"]["ports"]}
+    assert "metrics" not in exposed and {"http", "sidecar"} <= exposed
     monitor = objects[("PodMonitor", "sentinel-ranker")]["spec"]
     assert monitor["selector"]["matchLabels"].items() <= labels.items()
     endpoints = {e["port"]: e for e in monitor["podMetricsEndpoints"]}
-    assert set(endpoints) == {"metrics", "sidecar"} <= names
-    jobs = {e["port"]: e["relabelings"][0]["replacement"] for e in endpoints.values()}
-    assert jobs == {"metrics": "triton", "sidecar": "sentinel-sidecar"}  # the rules' job names
+    assert set(endpoints) == {"metrics", "sidecar"} <= set(ports)
+    # The job label each endpoint gets is the one the alerting rules select on.
+    rules = (DOCKER / "prometheus" / "rules.yml").read_text()
+    jobs = {port: e["relabelings"][0]["replacement"] for port, e in endpoints.items()}
+    assert set(re.findall(r'job="([^"]+)"', rules)) == set(jobs.values())
+    # A sidecar reading Prometheus gets one Triton sample per scrape: scrape at its cycle.
+    assert duration_s(endpoints["metrics"]["interval"]) == config.interval_s
     annotations = pod["metadata"]["annotations"]
-    assert int(annotations["prometheus.io/port"]) == _ports(_containers(pod)["triton"])["metrics"]
+    assert int(annotations["prometheus.io/port"]) == ports["metrics"]
+    images = {c["image"].rpartition(":")[0]: c["image"].rpartition(":")[2]
+              for c in _containers(pod).values()}
     for image in kustomization["images"]:
-        assert image["newTag"] != "latest" and any(ch.isdigit() for ch in image["newTag"])
+        assert images.get(image["name"]) == image["newTag"], image  # kustomize finds and keeps it

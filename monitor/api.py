@@ -11,7 +11,7 @@ from monitor import views
 from monitor.openapi import openapi_document
 from monitor.operator import OperatorError, perform
 from monitor.records import Event
-from monitor.web import clean
+from monitor.web import clean, has_read_access
 from sentinel import desired_state
 
 api = Blueprint("api", __name__)
@@ -27,9 +27,15 @@ def event_log():
 
 @api.get("/healthz")
 def healthz():
+    """Open to health checks even with a read token (monitor.web.OPEN_ENDPOINTS); the scrape error
+    names hosts and ports, so callers without the token only learn that there is one."""
     scrape = poller().last_scrape
-    return jsonify(ok=True, last_scrape=None if scrape is None else
-                   {"ts": scrape.ts, "phase": scrape.phase, "error": scrape.error})
+    if scrape is None:
+        return jsonify(ok=True, last_scrape=None)
+    error = scrape.error
+    if error and not has_read_access():
+        error = "(hidden: send the read token to see it)"
+    return jsonify(ok=True, last_scrape={"ts": scrape.ts, "phase": scrape.phase, "error": error})
 
 
 @api.get("/metrics")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import tomllib
@@ -13,9 +14,12 @@ from typing import Any, Callable, Mapping
 from monitor.prometheus_source import SelectorError, check_selector
 from monitor.records import SIGNAL_NAMES, FrozenDict, Policy
 
+log = logging.getLogger("sentinel.monitor")
+
 ENV_PREFIX = "SENTINEL_"
 _NESTED = "__"
-_SECRETS = ("admin_key", "token")
+_SECRETS = ("admin_key", "token", "read_token")
+_SECTIONS = ("policy", "detectors", "objectives")
 _DIRECTIONS = ("up", "down", "both", "none")
 
 
@@ -44,6 +48,9 @@ class MonitorConfig:
     webhook_url: str | None = None  # Alertmanager /api/v2/alerts endpoint; None disables alerts
     alert_dedupe_s: float = 300.0
     token: str | None = field(default=None, repr=False)  # required by control endpoints
+    # Required by every page and read endpoint except /metrics and /healthz when set (None = open);
+    # the control token is accepted wherever the read token is (monitor.web).
+    read_token: str | None = field(default=None, repr=False)
     probe_interval_s: float = 5.0  # 4 golden requests per probe: cheap, and catches garbage in seconds
     probe_timeout_s: float = 2.0
     load_timeout_s: float = 120.0
@@ -168,6 +175,7 @@ _TOP: dict[str, Check] = {
     "webhook_url": _text(optional=True, url=True),
     "alert_dedupe_s": _number(float, 0),
     "token": _text(optional=True),
+    "read_token": _text(optional=True),
     "probe_interval_s": _number(float, 0, low_open=True),
     "probe_timeout_s": _number(float, 0, low_open=True),
     "load_timeout_s": _number(float, 0, low_open=True),
@@ -321,17 +329,29 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
 ) -> MonitorConfig:
     """Defaults, then the file, then SENTINEL_* variables (SENTINEL_POLICY__COOLDOWN_S=10 for a nested
-    key), then overrides (CLI flags: "policy.cooldown_s" or nested mappings; None = flag not given)."""
+    key), then overrides (CLI flags: "policy.cooldown_s" or nested mappings; None = flag not given).
+
+    An unknown key in the file or the overrides stops start-up. The environment is shared with other
+    tools (SENTINEL_NAB_DIR belongs to the benchmarks), so a SENTINEL_* variable whose first part
+    names no setting and no section is ignored, with one warning naming it; one that names a setting
+    or a section (policy, detectors, objectives) is checked as strictly as the file."""
     env = os.environ if env is None else env
     layers = _Layers()
     if file is not None:
         path = Path(file)
         for key, value in _read_file(path).items():
             layers.set((key,), value, str(path), from_env=False)
+    ignored = []
     for name, value in sorted(env.items()):
         if name.startswith(ENV_PREFIX):
             path_parts = tuple(p.lower() for p in name[len(ENV_PREFIX):].split(_NESTED))
+            if path_parts[0] not in _TOP and path_parts[0] not in _SECTIONS:
+                ignored.append(name)
+                continue
             layers.set(path_parts, value, name, from_env=True)
+    if ignored:
+        log.warning("ignoring environment variables that name no sidecar setting: %s",
+                    ", ".join(ignored))
     for key, value in (overrides or {}).items():
         if value is not None:
             layers.set(tuple(str(key).split(".")), value, "override", from_env=False)

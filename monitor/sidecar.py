@@ -1,14 +1,19 @@
 """Assembles the sidecar from its config: one poller thread, one HTTP server thread, one process.
-The poller is created here exactly once, never per web worker."""
+The poller is created here exactly once, never per web worker.
+
+HTTP is served by waitress (a production WSGI server, pure Python) inside this process: one socket,
+an event loop thread and WEB_THREADS worker threads, all reading the one poller."""
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import waitress
 from prometheus_client import CollectorRegistry
-from werkzeug.serving import make_server
+from waitress import wasyncore
 
 from monitor.act import RepositoryClient
 from monitor.actuator import Actuator
@@ -22,8 +27,21 @@ from monitor.store import SeriesStore
 from monitor.web import create_app
 
 log = logging.getLogger("sentinel.monitor")
-# One line per page load on the terminal of `sentinel monitor` is noise; errors still show.
-logging.getLogger("werkzeug").setLevel(logging.WARNING)
+WEB_THREADS = 8  # requests served at once; more wait in waitress's queue
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """One bound socket for host:port (port 0: any free port), the address family chosen as the
+    development server did (IPv6 for an address with a colon), so "localhost" binds one address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def metrics_source(c) -> Scraper | PrometheusSource:
@@ -62,7 +80,8 @@ class Sidecar:
         # What must serve comes from the repository (desired state), not from this sidecar's
         # event log: a fresh pod with an empty log converges to the same versions.
         self.app = create_app(self.poller, self.events, token=c.token,
-                              config_public=c.public_dict(), repository=Path(c.repository))
+                              config_public=c.public_dict(), repository=Path(c.repository),
+                              read_token=c.read_token)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server = None
@@ -72,9 +91,11 @@ class Sidecar:
         return f"http://{self.config.host}:{self.port}"
 
     def start(self) -> "Sidecar":
-        self._server = make_server(self.config.host, self.config.port, self.app, threaded=True)
-        self.port = self._server.server_port
-        web = threading.Thread(target=self._server.serve_forever, name="sentinel-web", daemon=True)
+        sock = listen_socket(self.config.host, self.config.port)
+        self._server = waitress.create_server(self.app, sockets=[sock], threads=WEB_THREADS,
+                                              ident="sentinel")
+        self.port = sock.getsockname()[1]  # an int, as before (waitress keeps a string)
+        web = threading.Thread(target=self._server.run, name="sentinel-web", daemon=True)
         poll = threading.Thread(target=self.poller.run, args=(self._stop,), name="sentinel-poller",
                                 daemon=True)
         self._threads = [web, poll]
@@ -85,11 +106,42 @@ class Sidecar:
     def stop(self) -> None:
         self._stop.set()
         if self._server is not None:
-            self._server.shutdown()
+            self._close_server()
         for t in self._threads:
             t.join(timeout=10)
         self.poller.close()
         self.events.close()
+
+    def _close_server(self) -> None:
+        """Stop waitress. Its worker threads finish first (they wake the event loop through its
+        trigger, a pipe, so it must stay open while they run); then the loop thread closes the
+        listening socket and every connection and leaves the loop; then the trigger is closed."""
+        server, self._server = self._server, None
+        server.task_dispatcher.shutdown(timeout=5)  # finishes running requests, cancels queued ones
+        trigger = server.trigger
+
+        def close_all_but_the_trigger() -> None:  # runs in the loop thread
+            for obj in list(server._map.values()):
+                if obj is trigger:
+                    obj.del_channel()  # out of the loop's map, its pipe still open
+                elif obj is server:  # the listening socket; server.close() closes the trigger too
+                    wasyncore.dispatcher.close(obj)
+                else:
+                    obj.close()
+
+        web = self._threads[0] if self._threads else None
+        if web is not None and web.is_alive():
+            trigger.pull_trigger(close_all_but_the_trigger)
+            web.join(timeout=10)
+        if web is None or web.is_alive():  # not started, or stuck: close from here
+            wasyncore.close_all(server._map, ignore_all=True)
+        elif not server.task_dispatcher.threads:  # no worker can pull it any more
+            trigger.close()
+        else:
+            # A request outlived the shutdown: its worker will pull the trigger when it ends, so
+            # the pipe stays open (a closed one's number could by then belong to another file).
+            log.warning("sidecar web: %d request(s) still running at stop",
+                        len(server.task_dispatcher.threads))
 
     def __enter__(self) -> "Sidecar":
         return self.start()

@@ -2,28 +2,36 @@ import dataclasses
 import json
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+import monitor.alert
 from monitor.alert import Alerter, alert_payload
 from monitor.records import Alert
 
 
 class Receiver:
-    """A loopback Alertmanager stand-in that records bodies and answers from a script of statuses."""
+    """A loopback Alertmanager stand-in that records bodies (and when they came) and answers from a
+    script of statuses: a number, or (number, {header: value})."""
 
     def __init__(self, statuses=()):
         self.bodies: list = []
+        self.times: list[float] = []
         self.statuses = list(statuses)
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.times.append(time.monotonic())
                 receiver.bodies.append(json.loads(body))
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
+                status, headers = status if isinstance(status, tuple) else (status, {})
                 self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -34,6 +42,9 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/api/v2/alerts"
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
+
+    def gaps(self) -> list[float]:
+        return [b - a for a, b in zip(self.times, self.times[1:])]
 
     def close(self):
         self.httpd.shutdown()
@@ -63,8 +74,7 @@ ALERT = Alert(
 
 
 def test_posts_alertmanager_v2_shape(receiver):
-    sleeps = []
-    alerter = Alerter(receiver.url, clock=Clock(), sleep=sleeps.append)
+    alerter = Alerter(receiver.url, clock=Clock())
     outcome = alerter.send(ALERT)
     assert (outcome.status, outcome.attempts, outcome.http_status) == ("sent", 1, 200)
     [[body]] = receiver.bodies
@@ -76,7 +86,7 @@ def test_posts_alertmanager_v2_shape(receiver):
     assert body["startsAt"] == "2023-11-14T22:13:20.000Z"
     assert "endsAt" not in body
     assert body["generatorURL"] == "http://sentinel:8080/models/ranker"
-    assert sleeps == []
+    assert len(receiver.bodies) == 1
 
 
 def test_same_labels_are_sent_once_per_window(receiver):
@@ -96,13 +106,35 @@ def test_same_labels_are_sent_once_per_window(receiver):
 
 
 def test_retries_5xx_with_backoff_then_succeeds():
-    receiver = Receiver(statuses=[500, 500, 200])
+    receiver = Receiver(statuses=[500, 503, 200])
     try:
-        sleeps = []
-        outcome = Alerter(receiver.url, clock=Clock(), backoff_s=0.5, sleep=sleeps.append).send(ALERT)
-        assert (outcome.status, outcome.attempts) == ("sent", 3)
-        assert sleeps == [0.5, 1.0]
+        outcome = Alerter(receiver.url, clock=Clock(), backoff_s=0.2).send(ALERT)
+        assert (outcome.status, outcome.attempts, outcome.http_status) == ("sent", 3, 200)
         assert len(receiver.bodies) == 3 and receiver.bodies[0] == receiver.bodies[2]
+        # urllib3's backoff: the first retry at once, the second after backoff_s * 2.
+        assert receiver.gaps()[1] >= 0.4 - 0.01, receiver.gaps()
+    finally:
+        receiver.close()
+
+
+def test_429_is_retried_after_the_retry_after_header():
+    receiver = Receiver(statuses=[(429, {"Retry-After": "1"}), 200])
+    try:
+        outcome = Alerter(receiver.url, clock=Clock(), backoff_s=0.0).send(ALERT)
+        assert (outcome.status, outcome.attempts) == ("sent", 2)
+        assert receiver.gaps()[0] >= 1.0 - 0.01, receiver.gaps()
+    finally:
+        receiver.close()
+
+
+def test_a_long_retry_after_cannot_hold_the_sender(monkeypatch):
+    monkeypatch.setattr(monitor.alert, "MAX_WAIT_S", 1)
+    receiver = Receiver(statuses=[(503, {"Retry-After": "3600"}), 200])
+    try:
+        start = time.monotonic()
+        outcome = Alerter(receiver.url, clock=Clock()).send(ALERT)
+        assert (outcome.status, outcome.attempts) == ("sent", 2)
+        assert 0.99 <= time.monotonic() - start < 30
     finally:
         receiver.close()
 
@@ -110,21 +142,22 @@ def test_retries_5xx_with_backoff_then_succeeds():
 def test_retries_are_bounded_and_failure_is_not_remembered():
     receiver = Receiver(statuses=[503] * 4 + [200])
     try:
-        sleeps = []
-        alerter = Alerter(receiver.url, clock=Clock(), max_retries=3, sleep=sleeps.append)
+        alerter = Alerter(receiver.url, clock=Clock(), max_retries=3, backoff_s=0.01)
         outcome = alerter.send(ALERT)
         assert (outcome.status, outcome.attempts, outcome.http_status) == ("failed", 4, 503)
-        assert len(sleeps) == 3
+        assert len(receiver.bodies) == 4
         assert alerter.send(ALERT).status == "sent"  # the failure did not count as delivered
+        assert len(receiver.bodies) == 5
     finally:
         receiver.close()
 
 
 def test_client_errors_are_not_retried():
-    receiver = Receiver(statuses=[400])
+    receiver = Receiver(statuses=[400, 200])
     try:
-        outcome = Alerter(receiver.url, clock=Clock(), sleep=lambda s: None).send(ALERT)
+        outcome = Alerter(receiver.url, clock=Clock(), backoff_s=0.0).send(ALERT)
         assert (outcome.status, outcome.attempts, outcome.http_status) == ("failed", 1, 400)
+        assert len(receiver.bodies) == 1
     finally:
         receiver.close()
 
@@ -133,10 +166,12 @@ def test_connection_refused_is_an_outcome_not_an_exception():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    sleeps = []
-    outcome = Alerter(f"http://127.0.0.1:{port}/api/v2/alerts", max_retries=2, sleep=sleeps.append).send(ALERT)
+    start = time.monotonic()
+    outcome = Alerter(f"http://127.0.0.1:{port}/api/v2/alerts", max_retries=2,
+                      backoff_s=0.2).send(ALERT)
     assert outcome.status == "failed" and outcome.attempts == 3 and "ConnectionError" in outcome.error
-    assert sleeps == [0.5, 1.0]
+    assert outcome.http_status is None
+    assert time.monotonic() - start >= 0.4 - 0.01  # the backoff was waited, not skipped
 
 
 def test_no_url_means_disabled():

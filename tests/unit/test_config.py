@@ -93,7 +93,7 @@ def test_env_strings_are_parsed_by_type():
 @pytest.mark.parametrize(
     "env,overrides,fragments",
     [
-        ({"SENTINEL_INTERVAL": "1"}, {}, ["SENTINEL_INTERVAL", "interval: unknown setting"]),
+        ({"SENTINEL_PORT__X": "1"}, {}, ["SENTINEL_PORT__X", "port.x: unknown setting"]),
         ({"SENTINEL_INTERVAL_S": "fast"}, {}, ["SENTINEL_INTERVAL_S", "interval_s", "expected a number"]),
         ({"SENTINEL_INTERVAL_S": "0"}, {}, ["interval_s", "must be > 0"]),
         ({"SENTINEL_PORT": "70000"}, {}, ["port", "<= 65535"]),
@@ -107,6 +107,8 @@ def test_env_strings_are_parsed_by_type():
         ({"SENTINEL_DETECTORS__LATENCY__WINDOW": "3"}, {}, ["detectors.latency.window", "unknown signal 'latency'"]),
         ({"SENTINEL_DETECTORS__LATENCY_MS__WINDOW": "wide"}, {}, ["detectors.latency_ms.window", "number"]),
         ({}, {"interval_s": True}, ["override: interval_s", "expected a number"]),
+        ({}, {"nab_dir": "/data/nab"}, ["override: nab_dir", "unknown setting"]),
+        ({}, {"policy.cooldown": 3}, ["override: policy.cooldown", "unknown setting"]),
         ({}, {"policy.bad_directions.latency_ms": "sideways"}, ["bad_directions.latency_ms", "up, down, both, none"]),
         ({}, {"policy": 3}, ["policy", "table"]),
     ],
@@ -142,13 +144,40 @@ def test_missing_file_is_a_config_error(tmp_path):
         load_config(tmp_path / "nope.toml", env={})
 
 
+def test_environment_variables_of_other_tools_are_ignored_with_one_warning(caplog):
+    # The benchmarks read SENTINEL_NAB_DIR; the sidecar must start in the same shell.
+    env = {"SENTINEL_NAB_DIR": "/data/nab", "SENTINEL_INTERVAL": "1", "SENTINEL_PORT": "9000",
+           "PATH": "/usr/bin"}
+    with caplog.at_level("WARNING", logger="sentinel.monitor"):
+        config = load_config(env=env)
+    assert config.port == 9000 and config.interval_s == MonitorConfig().interval_s
+    [record] = [r for r in caplog.records if r.name == "sentinel.monitor"]
+    assert record.levelname == "WARNING"
+    assert "SENTINEL_INTERVAL, SENTINEL_NAB_DIR" in record.getMessage()
+    assert "SENTINEL_PORT" not in record.getMessage() and "PATH" not in record.getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sentinel.monitor"):
+        load_config(env={"SENTINEL_PORT": "9000"})
+    assert not caplog.records  # nothing to say, nothing said
+
+
+def test_unknown_keys_in_a_file_still_stop_start_up_next_to_ignored_env(tmp_path):
+    path = write(tmp_path, "sentinel.toml", "nab_dir = '/data/nab'")
+    with pytest.raises(ConfigError, match=r"nab_dir: unknown setting"):
+        load_config(path, env={"SENTINEL_NAB_DIR": "/data/nab"})
+
+
 def test_secrets_never_shown():
-    config = load_config(env={"SENTINEL_ADMIN_KEY": "adm1n-k3y", "SENTINEL_TOKEN": "t0k3n"})
+    config = load_config(env={"SENTINEL_ADMIN_KEY": "adm1n-k3y", "SENTINEL_TOKEN": "t0k3n",
+                              "SENTINEL_READ_TOKEN": "r3ad-t0k3n"})
     assert config.admin_key == "adm1n-k3y" and config.token == "t0k3n"
+    assert config.read_token == "r3ad-t0k3n"
     text = repr(config) + str(config) + json.dumps(config.public_dict())
-    assert "adm1n-k3y" not in text and "t0k3n" not in text
+    assert "adm1n-k3y" not in text and "t0k3n" not in text and "r3ad" not in text
     assert config.public_dict()["admin_key"] == "<set>"
+    assert config.public_dict()["read_token"] == "<set>"
     assert load_config(env={}).public_dict()["token"] is None
+    assert load_config(env={}).public_dict()["read_token"] is None
 
 
 def test_public_dict_is_plain_json():

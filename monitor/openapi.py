@@ -7,6 +7,11 @@ _ERROR = {"description": "error with a message",
           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
+# Only when the sidecar runs with a read token (read_token): without the read or control token.
+_READ_DENIED = {**_ERROR, "description": "a read token is configured and this request carries "
+                                         "neither it nor the control token"}
+
+
 def _json(schema_ref: str, description: str = "OK") -> dict:
     return {"description": description,
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}}
@@ -73,6 +78,10 @@ def openapi_document() -> dict:
                  "schema": {"type": "integer", "minimum": 1, "maximum": 10000}}],
             "responses": {"200": _json("Events"), "400": _ERROR}}},
     }
+    for path, item in paths.items():
+        if path.startswith("/api/"):  # /healthz stays open for health checks
+            item["get"]["responses"]["401"] = _READ_DENIED
+            item["get"]["security"] = [{}, {"token": []}]
     for action in ACTIONS:
         paths[f"/api/models/{{model}}/{action}"] = {"post": {
             "summary": _ACTION_TEXT[action],

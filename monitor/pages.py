@@ -24,6 +24,10 @@ def _state():
     return ext["poller"], ext["events"]
 
 
+CSRF_MESSAGE = ("the form expired or did not come from this page (CSRF check); "
+                "reload the page and try again")
+
+
 def _csrf() -> str:
     if "csrf" not in session:
         session["csrf"] = secrets.token_urlsafe(24)
@@ -108,9 +112,11 @@ def model(model: str):
 def action(model: str):
     poller, events = _state()
     form = request.form
-    if not hmac.compare_digest(form.get("csrf", ""), session.get("csrf", "")) or not form.get("csrf"):
-        abort(400, description="the form expired or did not come from this page (CSRF check); "
-                               "reload the page and try again")
+    # As bytes: compare_digest refuses non-ASCII str, and a form value may be anything.
+    given, expected = form.get("csrf", ""), session.get("csrf", "")
+    if not given or not hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
+                                            expected.encode()):
+        abort(400, description=CSRF_MESSAGE)
     token = current_app.config.get("SENTINEL_TOKEN")
     if not token:
         abort(403, description="control actions are disabled: start the sidecar with a token")

@@ -23,8 +23,6 @@ READ_COOKIE = "sentinel_read"
 # and container/Kubernetes health checks call /healthz, neither with our header; /healthz hides
 # its scrape error from callers without the token (monitor.api.healthz).
 OPEN_ENDPOINTS = frozenset({"api.metrics", "api.healthz"})
-CSRF_MESSAGE = ("the form expired or did not come from this page (CSRF check); "
-                "reload the page and try again")
 
 
 def create_app(poller, events, token: str | None = None, config_public: dict | None = None,
@@ -44,7 +42,6 @@ def create_app(poller, events, token: str | None = None, config_public: dict | N
         app.config.update(test_config)
     app.extensions["sentinel"] = {"poller": poller, "events": events}
     app.before_request(_require_read_access)
-    app.before_request(_reject_non_ascii_csrf)
     app.register_blueprint(api)
     app.register_blueprint(pages)
 
@@ -105,18 +102,6 @@ def _require_read_access():
     if not has_read_access():
         abort(401, description=f"this sidecar needs a read token: send the {TOKEN_HEADER} header "
                                "(read or control token), or open a page once with ?token=<token>")
-    return None
-
-
-# ---------------------------------------------------------------------- CSRF
-
-
-def _reject_non_ascii_csrf():
-    """A CSRF value is URL-safe ASCII (monitor.pages); anything else is a forged or mangled form and
-    gets the form's 400 here, before a str comparison of it could raise (a 500)."""
-    if request.method == "POST" and request.endpoint == "pages.action":
-        if not request.form.get("csrf", "").isascii():
-            abort(400, description=CSRF_MESSAGE)
     return None
 
 

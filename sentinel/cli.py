@@ -129,7 +129,8 @@ def _monitor_config(args: argparse.Namespace, **extra):
         "prometheus_selector": getattr(args, "prometheus_selector", None),
         "admin_key": args.admin_key, "repository": args.repository, "port": args.port,
         "host": args.host, "interval_s": args.interval, "db_path": args.db,
-        "webhook_url": args.webhook_url, "token": args.token, **extra}.items() if v is not None}
+        "webhook_url": args.webhook_url, "token": args.token,
+        "read_token": getattr(args, "read_token", None), **extra}.items() if v is not None}
     return load_config(args.config, overrides=overrides)
 
 
@@ -145,6 +146,8 @@ def _add_monitor_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=None, help="SQLite event log (default sentinel-events.sqlite3)")
     p.add_argument("--webhook-url", default=None, help="Alertmanager-compatible alert webhook")
     p.add_argument("--token", default=None, help="token for control actions (X-Sentinel-Token)")
+    p.add_argument("--read-token", default=None,
+                   help="token the pages and the read API require (default: none, open)")
 
 
 def _run_sidecar(config) -> int:

@@ -9,7 +9,8 @@ import requests
 
 from monitor.config import load_config
 from monitor.sidecar import Sidecar, listen_socket
-from monitor.web import CSRF_MESSAGE, READ_COOKIE
+from monitor.pages import CSRF_MESSAGE
+from monitor.web import READ_COOKIE
 from sentinel.triton import free_port
 
 TOKEN = "c0ntrol-t0ken"

@@ -15,7 +15,7 @@ from typing import Callable
 import requests
 
 from sentinel.triton_config import read_pbtxt, to_json
-from monitor.records import VersionState
+from monitor.types import VersionState
 
 RELOAD_PARAMETER = "SENTINEL_RELOAD_NONCE"
 

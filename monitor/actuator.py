@@ -14,7 +14,7 @@ from typing import Callable
 
 from monitor.act import ActionOutcome, RepositoryClient
 from monitor.probe import GoldenProber
-from monitor.records import ProbeResult
+from monitor.types import ProbeResult
 
 
 @dataclass(frozen=True)

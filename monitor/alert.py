@@ -11,7 +11,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
-from monitor.records import Alert, AlertOutcome
+from monitor.types import Alert, AlertOutcome
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})  # a 4xx other than 429 will not get better
 MAX_WAIT_S = 10  # one wait, backoff or Retry-After: the sender thread must get on with the queue

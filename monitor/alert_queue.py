@@ -8,7 +8,7 @@ import logging
 import threading
 from typing import Callable, Protocol
 
-from monitor.records import Alert, AlertOutcome
+from monitor.types import Alert, AlertOutcome
 
 log = logging.getLogger("sentinel.monitor")
 

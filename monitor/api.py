@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from monitor import views
 from monitor.openapi import openapi_document
 from monitor.operator import OperatorError, perform
-from monitor.records import Event
+from monitor.types import Event
 from monitor.web import clean, has_read_access
 from sentinel import desired_state
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from monitor.prometheus_source import SelectorError, check_selector
-from monitor.records import SIGNAL_NAMES, FrozenDict, Policy
+from monitor.types import SIGNAL_NAMES, FrozenDict, Policy
 
 log = logging.getLogger("sentinel.monitor")
 

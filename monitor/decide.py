@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
-from monitor.records import (
+from monitor.types import (
     Action,
     ActionRecord,
     Decision,

@@ -9,7 +9,7 @@ from typing import Mapping
 from monitor import baseline as baseline_mod
 from monitor.decide import decide, update_known_good
 from monitor.detect import PRESET_SIGNAL, DetectorConfig, OnlineDetector, with_objective
-from monitor.records import (Decision, DecisionInputs, Detection, Event, KnownGoodState, Policy,
+from monitor.types import (Decision, DecisionInputs, Detection, Event, KnownGoodState, Policy,
                              detection_from_change_point)
 from monitor.runtime import PHASES, ModelRuntime, MonitorMetrics
 from monitor.store import SeriesStore

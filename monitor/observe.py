@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Sequence
 
 from monitor.actuator import ActionResult
-from monitor.records import Event, VersionState
+from monitor.types import Event, VersionState
 from monitor.runtime import ModelRuntime
 
 

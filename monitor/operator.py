@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from monitor.actuator import ActionRequest
-from monitor.records import Event
+from monitor.types import Event
 from sentinel import desired_state as ds
 
 ACTIONS = ("deploy", "rollback", "promote", "pin", "unpin", "mark_good", "ack")

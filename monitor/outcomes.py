@@ -7,7 +7,7 @@ from typing import Callable
 
 from monitor.actuator import ActionResult
 from monitor.detect import OnlineDetector
-from monitor.records import Alert, Event
+from monitor.types import Alert, Event
 from monitor.runtime import ModelRuntime, MonitorMetrics
 
 

@@ -23,7 +23,7 @@ from monitor.observe import apply_index
 from monitor.outcomes import apply_result
 from monitor.probe import GoldenProber
 from monitor.reconcile import Observed, Step, plan, published_versions
-from monitor.records import (ActionRecord, Alert, Decision, Event, KnownGoodState, Policy, Scrape,
+from monitor.types import (ActionRecord, Alert, Decision, Event, KnownGoodState, Policy, Scrape,
                              VersionState)
 from monitor.runtime import (PHASES, WATCHED_SIGNALS, ModelRuntime, MonitorMetrics,
                              default_detector_configs)

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import requests
 
-from monitor.records import ProbeResult
+from monitor.types import ProbeResult
 
 
 def golden_set(repository: Path, model: str, version: str) -> list[dict]:

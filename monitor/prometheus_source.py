@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping
 import requests
 import urllib3
 
-from monitor.records import Scrape
+from monitor.types import Scrape
 from monitor.scrape import MAX_BODY_BYTES, parse_metrics, read_bounded
 
 # Label added to the timestamp series so they cannot collide with the `up` series in `or`

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-from monitor.records import VersionState
+from monitor.types import VersionState
 from sentinel.desired_state import DesiredState
 
 StepKind = Literal["none", "wait", "load", "adopt", "initialise", "alert"]

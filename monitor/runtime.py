@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from monitor.detect import SIGNAL_PRESETS, DetectorConfig, OnlineDetector
-from monitor.records import Decision, KnownGoodState, VersionState
+from monitor.types import Decision, KnownGoodState, VersionState
 from sentinel.desired_state import DesiredState
 
 # Detector presets the sidecar runs on each model's served stream. error_budget reads the

@@ -10,7 +10,7 @@ import requests
 import urllib3
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.records import Scrape, ScoreHistogram, VersionSample
+from monitor.types import Scrape, ScoreHistogram, VersionSample
 
 # Sample name (with any `_total` suffix removed) -> VersionSample field. prometheus_client's parser
 # reports counters as `<name>_total` whether or not the text had the suffix, and pb_utils may or may

@@ -21,7 +21,7 @@ from monitor.alert import Alerter
 from monitor.poller import Poller, default_detector_configs
 from monitor.prometheus_source import PrometheusSource
 from monitor.probe import GoldenProber
-from monitor.record import EventLog
+from monitor.eventlog import EventLog
 from monitor.scrape import Scraper
 from monitor.store import SeriesStore
 from monitor.web import create_app

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
-from monitor.records import (
+from monitor.types import (
     SENTINEL_ERROR_REASONS,
     SIGNAL_NAMES,
     TRITON_FAILURE_REASONS,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from monitor.charts import Line, Marker, line_chart, sparkline
-from monitor.records import VersionState
+from monitor.types import VersionState
 
 CHARTS = (  # (title, unit, signals, scale)
     ("Request rate", "req/s", ("request_rate",), 1.0),

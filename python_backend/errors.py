@@ -1,5 +1,5 @@
 """Errors shared by every model's serving code, each with the reason label the adapter counts it
-under in sentinel_request_errors_total (monitor.records.SENTINEL_ERROR_REASONS lists the same)."""
+under in sentinel_request_errors_total (monitor.types.SENTINEL_ERROR_REASONS lists the same)."""
 
 
 class InvalidRequest(ValueError):

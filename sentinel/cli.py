@@ -210,7 +210,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_events(args: argparse.Namespace) -> int:
     import datetime as dt
     import json
-    from monitor.record import EventLog
+    from monitor.eventlog import EventLog
     if not Path(args.db).exists():
         print(f"error: no event log at {args.db}", file=sys.stderr)
         return 2

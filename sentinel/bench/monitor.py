@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from monitor.records import ProbeResult, Scrape, VersionState
+from monitor.types import ProbeResult, Scrape, VersionState
 from monitor.scrape import parse_metrics
 from monitor.store import SeriesStore
 from sentinel.bench.environment import describe_machine, finished

@@ -19,7 +19,7 @@ import requests
 
 from monitor.act import RepositoryClient
 from monitor.alert import Alerter
-from monitor.records import Alert
+from monitor.types import Alert
 from monitor.sidecar import Sidecar
 from sentinel.triton import free_port
 from tests.integration.daemons import terminate, wait_ready

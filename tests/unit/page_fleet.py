@@ -18,8 +18,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from monitor.config import MonitorConfig
-from monitor.record import EventLog
-from monitor.records import (Decision, Event, FrozenDict, KnownGoodState, Scrape, ScoreHistogram,
+from monitor.eventlog import EventLog
+from monitor.types import (Decision, Event, FrozenDict, KnownGoodState, Scrape, ScoreHistogram,
                              VersionSample, VersionState)
 from monitor.runtime import ModelRuntime, default_detector_configs
 from monitor.store import SeriesStore

@@ -9,7 +9,7 @@ import pytest
 
 import monitor.alert
 from monitor.alert import Alerter, alert_payload
-from monitor.records import Alert
+from monitor.types import Alert
 
 
 class Receiver:

@@ -11,7 +11,7 @@ from monitor.decide import decide
 from monitor.detect import PRESET_SIGNAL, OnlineDetector
 from sentinel.bench.detect_eval import FAULTS, TEST_SEEDS, make_trace
 from monitor.poller import WATCHED_SIGNALS, default_detector_configs
-from monitor.records import (ActionRecord, DecisionInputs, Policy, ScrapeOutcome, VersionState,
+from monitor.types import (ActionRecord, DecisionInputs, Policy, ScrapeOutcome, VersionState,
                              detection_from_change_point)
 
 DAY = 86_400

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from monitor.config import ConfigError, MonitorConfig, load_config
-from monitor.records import Policy
+from monitor.types import Policy
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from monitor.decide import decide, update_known_good
-from monitor.records import (
+from monitor.types import (
     ActionRecord,
     DecisionInputs,
     Detection,

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from monitor import views
-from monitor.records import Decision
+from monitor.types import Decision
 from tests.unit.page_fleet import build_app
 
 PAGES = ["/", "/models/ranker", "/models/recommender", "/models/empty", "/models/broken",

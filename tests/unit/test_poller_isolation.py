@@ -3,7 +3,7 @@ import threading
 import time
 
 from monitor.poller import Poller
-from monitor.records import ProbeResult, Scrape, VersionState
+from monitor.types import ProbeResult, Scrape, VersionState
 
 
 class _Scraper:

@@ -1,6 +1,6 @@
 """The reconcile step is level-triggered: from any (observed, desired) pair the same step."""
 from monitor.reconcile import Observed, plan
-from monitor.records import VersionState
+from monitor.types import VersionState
 from sentinel import desired_state as ds
 
 PUBLISHED = ("1", "2", "3")

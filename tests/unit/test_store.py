@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from monitor.records import SIGNAL_NAMES, Scrape, ScoreHistogram, VersionSample
+from monitor.types import SIGNAL_NAMES, Scrape, ScoreHistogram, VersionSample
 from monitor.store import SeriesStore
 
 BOUNDS = tuple(round(0.05 * i, 2) for i in range(1, 21)) + (math.inf,)

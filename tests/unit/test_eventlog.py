@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from monitor.decide import decide
-from monitor.record import SCHEMA_VERSION, EventLog, EventLogError, event_from_decision
-from monitor.records import DecisionInputs, Detection, Event, ScrapeOutcome
+from monitor.eventlog import SCHEMA_VERSION, EventLog, EventLogError, event_from_decision
+from monitor.types import DecisionInputs, Detection, Event, ScrapeOutcome
 
 
 def ev(ts, model="ranker", kind="decision", **kw):

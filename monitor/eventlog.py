@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
-from monitor.records import Decision, Event
+from monitor.types import Decision, Event
 
 SCHEMA_VERSION = 1
 

@@ -6,7 +6,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from build_scripts.pipeline import BuildError, Progress, build_ranker, run_pipeline
+from build_scripts.pipeline import BuildError, Progress, run_pipeline
+from build_scripts.ranker_build import build_ranker
 from build_scripts.publish import Published
 from build_scripts.specs import SEQREC, SPECS
 from build_scripts.train_seqrec import SeqrecConfig, TrainedSeqrec, train_seqrec

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import hmac
 import math
+from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor import views
+from monitor.access import has_read_access
 from monitor.openapi import openapi_document
 from monitor.operator import OperatorError, perform
 from monitor.types import Event
-from monitor.web import clean, has_read_access
 from sentinel import desired_state
 
 api = Blueprint("api", __name__)
@@ -27,7 +28,7 @@ def event_log():
 
 @api.get("/healthz")
 def healthz():
-    """Open to health checks even with a read token (monitor.web.OPEN_ENDPOINTS); the scrape error
+    """Open to health checks even with a read token (monitor.access.OPEN_ENDPOINTS); the scrape error
     names hosts and ports, so callers without the token only learn that there is one."""
     scrape = poller().last_scrape
     if scrape is None:
@@ -179,3 +180,14 @@ def desired(model: str):
     if state is None:
         return jsonify(model=model, desired=None, error=error)
     return jsonify(model=model, desired=clean(desired_state.to_dict(state)), error=error)
+
+
+def clean(value: Any) -> Any:
+    """JSON has no NaN: missing values become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value

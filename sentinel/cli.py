@@ -17,7 +17,8 @@ def _say(msg: str) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from build_scripts.pipeline import FAULT_PRESETS, BuildError
+    from build_scripts.pipeline import BuildError
+    from build_scripts.ranker_build import FAULT_PRESETS
     from build_scripts.zoo import MODELS, build, headline
 
     if args.model not in MODELS:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import time

@@ -21,7 +21,7 @@ def trained_ranker():
 @pytest.fixture(scope="session")
 def ranker_repo(tmp_path_factory, trained_ranker) -> Path:
     """A repository with ranker v1 (good) and v2 (good, same weights): read-only for tests."""
-    from build_scripts.pipeline import build_ranker
+    from build_scripts.ranker_build import build_ranker
     repo = tmp_path_factory.mktemp("repo")
     build_ranker(repo, trained=trained_ranker)
     build_ranker(repo, trained=trained_ranker)

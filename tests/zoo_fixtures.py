@@ -27,7 +27,7 @@ def trained_seqrec():
 def zoo_repo(tmp_path_factory, trained_ranker, trained_seqrec) -> Path:
     """ranker v1, seqrec v1, search v1 and recommend v1 (fp32): read-only for tests."""
     if "repo" not in _CACHE:
-        from build_scripts.pipeline import build_ranker
+        from build_scripts.ranker_build import build_ranker
         from build_scripts.zoo import build_recommend, build_search, build_seqrec
         repo = tmp_path_factory.mktemp("zoo")
         build_ranker(repo, trained=trained_ranker)

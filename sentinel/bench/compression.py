@@ -32,7 +32,7 @@ class Row:
 def _job(model: str, work: Path, quick: bool, progress: Progress) -> BuildJob:
     """Train (or load) the model and describe it as the build would."""
     if model == "ranker":
-        from build_scripts.pipeline import ranker_job
+        from build_scripts.ranker_build import ranker_job
         from build_scripts.train_ranker import TrainConfig, train_ranker
         cfg = TrainConfig(epochs=3) if quick else TrainConfig()
         return ranker_job(train_ranker(cfg, progress), work, cfg)

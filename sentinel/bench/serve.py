@@ -132,7 +132,7 @@ def run_serve(opts: ServeOptions, progress: Progress = lambda _: None,
         log_dir.mkdir(parents=True, exist_ok=True)
         repository = opts.repository
         if repository is None:
-            from build_scripts.pipeline import build_ranker
+            from build_scripts.ranker_build import build_ranker
             progress("building the ranker (train, export, validate, publish) for this run")
             repository = work / "repo"
             build_ranker(repository)

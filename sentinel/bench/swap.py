@@ -50,7 +50,7 @@ def run_swap(opts: SwapOptions, progress: Progress = lambda _: None,
     with tempfile.TemporaryDirectory(prefix="sentinel-bench-swap-") as tmp:
         repo = opts.repository
         if repo is None:
-            from build_scripts.pipeline import build_ranker
+            from build_scripts.ranker_build import build_ranker
             from build_scripts.train_ranker import train_ranker
             progress("building ranker versions 1 and 2 (one training, two publishes)")
             repo = Path(tmp) / "repo"

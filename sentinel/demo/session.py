@@ -23,6 +23,20 @@ from sentinel.triton import TritonOptions, TritonServer, free_port
 ADMIN_KEY = "demo-admin-key"
 TOKEN = "demo-token"
 Say = Callable[[str], None]
+# For scenarios that follow each other within minutes on one server (the scenario and integration
+# tests): more actions than production allows, sooner. The demo itself runs the shipped policy.
+BACK_TO_BACK_POLICY = {"cooldown_s": 5, "max_rollbacks_per_hour": 20, "max_reloads_per_hour": 20}
+
+
+def sidecar_config(opts: TritonOptions, db: Path, policy: dict | None = None, **extra):
+    """The sidecar's config for a Triton started with `opts`: loopback, any free port, 1 s cycles
+    and golden probes every 2 s; `policy` and `extra` override settings by name."""
+    overrides = {"triton_url": opts.http_url, "metrics_url": opts.metrics_url,
+                 "admin_key": ADMIN_KEY, "repository": str(opts.repository), "port": 0,
+                 "db_path": str(db), "token": TOKEN, "interval_s": 1.0, "probe_interval_s": 2.0}
+    overrides.update({f"policy.{k}": v for k, v in (policy or {}).items()})
+    overrides.update(extra)
+    return load_config(None, env={}, overrides=overrides)
 
 
 @dataclass
@@ -50,7 +64,7 @@ class DemoSession:
     # ------------------------------------------------------------------ set-up
 
     def build(self, trained=None) -> None:
-        from build_scripts.pipeline import build_ranker
+        from build_scripts.ranker_build import build_ranker
         from build_scripts.train_ranker import train_ranker
         if trained is None:
             self.say("training the ranker (DCN-v2 on MovieLens-100k)")
@@ -75,12 +89,8 @@ class DemoSession:
         self.say(f"tritonserver up (HTTP {opts.http_port}, gRPC {opts.grpc_port}, metrics "
                  f"{opts.metrics_port}) in {time.monotonic() - started:.1f}s; serving ranker "
                  f"v{', v'.join(ready) or ' none'} (the desired version)")
-        overrides = {"triton_url": opts.http_url, "metrics_url": opts.metrics_url,
-                     "admin_key": ADMIN_KEY, "repository": str(self.repo), "port": 0,
-                     "db_path": str(self.workdir / "events.sqlite3"), "token": TOKEN,
-                     "interval_s": 1.0, "probe_interval_s": 2.0}
-        overrides.update({f"policy.{k}": v for k, v in self.policy.items()})
-        self.sidecar = Sidecar(load_config(None, env={}, overrides=overrides)).start()
+        self.sidecar = Sidecar(sidecar_config(opts, self.workdir / "events.sqlite3",
+                                              self.policy)).start()
         self.say(f"sidecar up: {self.sidecar.url}")
         self.load = LoadGenerator(opts.grpc_url, clients=self.clients,
                                   rate_per_client=self.rate_per_client).start()

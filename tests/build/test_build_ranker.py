@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from build_scripts.pipeline import BuildError, build_ranker
+from build_scripts.pipeline import BuildError
+from build_scripts.ranker_build import build_ranker
 from python_backend.ranker_service import RankerService
 from sentinel.cli import main
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from build_scripts.pipeline import BuildError, VariantRejected, build_ranker
+from build_scripts.pipeline import BuildError, VariantRejected
+from build_scripts.ranker_build import build_ranker
 from build_scripts.publish import versions
 from build_scripts.specs import RANKER
 from python_backend.ranker_service import RankerService
@@ -197,7 +198,7 @@ def test_cli_builds_the_pipeline_and_refuses_what_it_cannot_build(private_repo, 
 
 def test_compression_bench_writes_the_table(tmp_path, trained_ranker):
     from sentinel.bench.compression import run_bench
-    from build_scripts.pipeline import ranker_job
+    from build_scripts.ranker_build import ranker_job
     out = tmp_path / "compression.md"
     rows = run_bench(["ranker"], out, quick=True,
                      make_job=lambda model, work, quick, progress: ranker_job(trained_ranker, work))

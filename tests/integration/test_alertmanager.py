@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -22,8 +21,8 @@ from monitor.alert import Alerter
 from monitor.types import Alert
 from monitor.sidecar import Sidecar
 from sentinel.triton import free_port
-from tests.integration.daemons import terminate, wait_ready
-from tests.integration.monitor_harness import ADMIN_KEY, sidecar_config
+from sentinel.process import http_ok, start_group, stop_group, wait_until
+from sentinel.demo.session import ADMIN_KEY, BACK_TO_BACK_POLICY, sidecar_config
 
 pytestmark = pytest.mark.integration
 
@@ -60,18 +59,16 @@ def running_alertmanager(workdir: Path, receiver_url: str) -> Iterator[Alertmana
     }))
     port = free_port()
     log = workdir / "alertmanager.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.path={workdir / 'data'}",
-                                 f"--web.listen-address=127.0.0.1:{port}",
-                                 "--cluster.listen-address="],  # no gossip port, no peers
-                                stdout=out, stderr=subprocess.STDOUT)
+    proc = start_group([binary, f"--config.file={config}", f"--storage.path={workdir / 'data'}",
+                        f"--web.listen-address=127.0.0.1:{port}",
+                        "--cluster.listen-address="], log)  # no gossip port, no peers
     server = AlertmanagerServer(f"http://127.0.0.1:{port}", log)
     try:
-        wait_ready(proc, log, "alertmanager",
-                   lambda: requests.get(f"{server.url}/-/ready", timeout=1).status_code == 200, 20)
+        wait_until(proc, http_ok(f"{server.url}/-/ready"), 20, "alertmanager", log,
+                   error=AssertionError)
         yield server
     finally:
-        terminate(proc)
+        stop_group(proc, timeout_s=10)
 
 
 @pytest.fixture
@@ -154,9 +151,10 @@ def test_sidecar_that_cannot_read_metrics_alerts_alertmanager(alertmanager, repo
     server = start_triton(repo_copy, admin_key=ADMIN_KEY, models=())
     assert RepositoryClient(server.options.http_url, repo_copy, admin_key=ADMIN_KEY).load(
         "ranker", "1").ok
-    config = sidecar_config(server.options, tmp_path / "ev.sqlite3",
-                            webhook_url=alertmanager.alerts_url,
-                            metrics_url=f"http://127.0.0.1:{free_port()}/metrics")
+    config = sidecar_config(
+        server.options, policy=BACK_TO_BACK_POLICY, db=tmp_path / "ev.sqlite3",
+        webhook_url=alertmanager.alerts_url,
+        metrics_url=f"http://127.0.0.1:{free_port()}/metrics")
     with Sidecar(config) as sidecar:
         listed = _wait(lambda: alertmanager.alerts(filter='alertname="SentinelInconclusive"'), 30)
         assert sidecar.poller.models["ranker"].decision.phase == "inconclusive"

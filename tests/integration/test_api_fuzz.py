@@ -12,7 +12,7 @@ import pytest
 
 from monitor.act import RepositoryClient
 from monitor.sidecar import Sidecar
-from tests.integration.monitor_harness import ADMIN_KEY, TOKEN, sidecar_config
+from sentinel.demo.session import ADMIN_KEY, BACK_TO_BACK_POLICY, TOKEN, sidecar_config
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,8 @@ def test_every_response_conforms_to_the_openapi_document(repo_copy, start_triton
     server = start_triton(repo_copy, admin_key=ADMIN_KEY, models=())
     assert RepositoryClient(server.options.http_url, repo_copy, admin_key=ADMIN_KEY).load(
         "ranker", "1").ok
-    config = sidecar_config(server.options, tmp_path / "ev.sqlite3")
+    config = sidecar_config(
+        server.options, policy=BACK_TO_BACK_POLICY, db=tmp_path / "ev.sqlite3")
     with Sidecar(config) as sidecar:
         deadline = time.monotonic() + 15
         while "ranker" not in sidecar.poller.models and time.monotonic() < deadline:

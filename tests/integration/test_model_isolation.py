@@ -11,14 +11,14 @@ from sentinel.triton_config import read_pbtxt, to_pbtxt
 from monitor.sidecar import Sidecar
 from sentinel.desired_state import STATE_FILE
 from sentinel.load import LoadGenerator
-from tests.integration.monitor_harness import ADMIN_KEY, TOKEN, sidecar_config
+from sentinel.demo.session import ADMIN_KEY, BACK_TO_BACK_POLICY, TOKEN, sidecar_config
 
 pytestmark = pytest.mark.integration
 
 
 def test_a_broken_manifest_and_state_file_on_one_model_do_not_stop_a_rollback_on_another(
         repo_copy, trained_ranker, start_triton, tmp_path):
-    from build_scripts.pipeline import build_ranker
+    from build_scripts.ranker_build import build_ranker
     bad = str(build_ranker(repo_copy, fault="errors", trained=trained_ranker).version)
     other = repo_copy / "ranker_b"
     shutil.copytree(repo_copy / "ranker" / "1", other / "1")
@@ -33,8 +33,9 @@ def test_a_broken_manifest_and_state_file_on_one_model_do_not_stop_a_rollback_on
     server = start_triton(repo_copy, admin_key=ADMIN_KEY)  # default flags: both models load
     ready = {(e["name"], e["version"]) for e in server.index() if e.get("state") == "READY"}
     assert ready == {("ranker", "1"), ("ranker_b", "1")}
-    config = sidecar_config(server.options, tmp_path / "ev.sqlite3",
-                            **{"policy.known_good_after_s": 5})
+    config = sidecar_config(
+        server.options, policy=BACK_TO_BACK_POLICY, db=tmp_path / "ev.sqlite3",
+        **{"policy.known_good_after_s": 5})
     with Sidecar(config) as sidecar, \
             LoadGenerator(server.options.grpc_url, clients=2, rate_per_client=25):
         deadline = time.monotonic() + 120

@@ -13,7 +13,7 @@ from monitor.sidecar import Sidecar
 from sentinel.cli import main
 from sentinel.load import LoadGenerator
 from sentinel.triton import free_port
-from tests.integration.monitor_harness import ADMIN_KEY, sidecar_config
+from sentinel.demo.session import ADMIN_KEY, BACK_TO_BACK_POLICY, TOKEN, sidecar_config
 
 pytestmark = pytest.mark.integration
 
@@ -49,8 +49,9 @@ def test_unreachable_metrics_is_inconclusive_with_an_alert_and_no_rollback(serve
                                                                            alert_receiver):
     server, _ = served_v1
     url, bodies = alert_receiver
-    config = sidecar_config(server.options, tmp_path / "ev.sqlite3", webhook_url=url,
-                            metrics_url=f"http://127.0.0.1:{free_port()}/metrics")
+    config = sidecar_config(
+        server.options, policy=BACK_TO_BACK_POLICY, db=tmp_path / "ev.sqlite3", webhook_url=url,
+        metrics_url=f"http://127.0.0.1:{free_port()}/metrics")
     with Sidecar(config) as sidecar:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not bodies:
@@ -93,7 +94,8 @@ def test_twenty_swaps_under_eight_clients_fail_no_request(served_v1):
 def test_sidecar_restart_keeps_events_known_good_and_pins(served_v1, tmp_path, capsys):
     server, _ = served_v1
     db = tmp_path / "ev.sqlite3"
-    config = sidecar_config(server.options, db, **{"policy.known_good_after_s": 1})
+    config = sidecar_config(
+        server.options, policy=BACK_TO_BACK_POLICY, db=db, **{"policy.known_good_after_s": 1})
     with Sidecar(config) as first:
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
@@ -103,7 +105,7 @@ def test_sidecar_restart_keeps_events_known_good_and_pins(served_v1, tmp_path, c
             time.sleep(0.5)
         import requests
         r = requests.post(f"{first.url}/api/models/ranker/pin", json={"version": "1"},
-                          headers={"X-Sentinel-Token": "itest-token", "X-Sentinel-Actor": "alice"},
+                          headers={"X-Sentinel-Token": TOKEN, "X-Sentinel-Actor": "alice"},
                           timeout=5)
         assert r.status_code == 200, r.text
     with Sidecar(config) as second:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -28,8 +27,8 @@ from monitor.sidecar import Sidecar, metrics_source
 from sentinel.client import RankerClient
 from sentinel.load import LoadGenerator
 from sentinel.triton import free_port
-from tests.integration.daemons import terminate, wait_ready
-from tests.integration.monitor_harness import ADMIN_KEY, sidecar_config
+from sentinel.process import start_group, stop_group, wait_until
+from sentinel.demo.session import ADMIN_KEY, BACK_TO_BACK_POLICY, sidecar_config
 
 # ---------------------------------------------------------------------- pure: query and vector
 
@@ -214,20 +213,17 @@ def running_prometheus(workdir: Path, targets: dict[str, str]) -> Iterator[Prome
                       f"scrape_configs:\n  - job_name: triton\n    static_configs:\n{static}\n")
     port = free_port()
     log = workdir / "prometheus.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([binary, f"--config.file={config}",
-                                 f"--storage.tsdb.path={workdir / 'data'}",
-                                 f"--web.listen-address=127.0.0.1:{port}"],
-                                stdout=out, stderr=subprocess.STDOUT)
+    proc = start_group([binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
+                        f"--web.listen-address=127.0.0.1:{port}"], log)
     server = PrometheusServer(f"http://127.0.0.1:{port}", log)
     try:
         # Ready, then every target scraped once: static targets reach the scrape loop only with
         # the discovery manager's first update, ~5 s after start.
-        wait_ready(proc, log, "prometheus", lambda: len(server.query("up")) == len(targets), 30,
-                   what="never scraped its targets", step_s=0.2)
+        wait_until(proc, lambda: len(server.query("up")) == len(targets), 30,
+                   "prometheus (scraping every target)", log, step_s=0.2, error=AssertionError)
         yield server
     finally:
-        terminate(proc)
+        stop_group(proc, timeout_s=10)
 
 
 @pytest.mark.integration
@@ -300,7 +296,7 @@ def _detections(sidecar: Sidecar, since: float, version: str) -> list:
 @pytest.mark.integration
 def test_sidecar_reading_prometheus_detects_what_a_direct_scraper_detects_and_rolls_back(
         repo_copy, trained_ranker, start_triton, tmp_path):
-    from build_scripts.pipeline import build_ranker
+    from build_scripts.ranker_build import build_ranker
     bad = str(build_ranker(repo_copy, fault="errors", trained=trained_ranker).version)
     server = start_triton(repo_copy, admin_key=ADMIN_KEY, models=())
     repo = RepositoryClient(server.options.http_url, repo_copy, admin_key=ADMIN_KEY)
@@ -310,11 +306,13 @@ def test_sidecar_reading_prometheus_detects_what_a_direct_scraper_detects_and_ro
     # the two sources are compared on what they read. A short known-good delay keeps this quick.
     common = {"probe_interval_s": 3600, "policy.known_good_after_s": 5}
     with running_prometheus(tmp_path / "prom", {metrics: "triton-0"}) as prom:
-        via_prom = sidecar_config(server.options, tmp_path / "prom.sqlite3", **common,
-                                  prometheus_url=prom.url, prometheus_selector='pod="triton-0"')
+        via_prom = sidecar_config(
+            server.options, policy=BACK_TO_BACK_POLICY, db=tmp_path / "prom.sqlite3", **common,
+            prometheus_url=prom.url, prometheus_selector='pod="triton-0"')
         # The direct scraper decides but never acts (policy freeze).
-        direct = sidecar_config(server.options, tmp_path / "direct.sqlite3", **common,
-                                **{"policy.freeze": True})
+        direct = sidecar_config(
+            server.options, policy=BACK_TO_BACK_POLICY, db=tmp_path / "direct.sqlite3", **common,
+            **{"policy.freeze": True})
         with Sidecar(via_prom) as sc_prom, Sidecar(direct) as sc_direct, \
                 LoadGenerator(server.options.grpc_url, clients=4, rate_per_client=25) as load:
             warm = _wait(lambda: _error_rate_warm(sc_prom) and _error_rate_warm(sc_direct), 120)

@@ -119,7 +119,7 @@ def known_good(stack: Stack) -> list[str]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, trained_ranker):
-    from build_scripts.pipeline import build_ranker
+    from build_scripts.ranker_build import build_ranker
     workdir = tmp_path_factory.mktemp("restarts")
     repo = workdir / "model_repository"
     for version, fault in VERSIONS.items():

@@ -129,7 +129,7 @@ def test_missing_binary_says_how_to_install(monkeypatch):
 
 
 def test_a_version_that_fails_to_load_is_reported(repo_copy, trained_ranker, start_triton):
-    from build_scripts.pipeline import build_ranker
+    from build_scripts.ranker_build import build_ranker
     from sentinel import desired_state as ds
     build_ranker(repo_copy, fault="load_failure", trained=trained_ranker)  # v3
     # the repository's desired state names v3, so Triton tries it at start

@@ -4,7 +4,6 @@ A clean version is deployed every 3 hours, so a false change point within the at
 does on 1 of the first 20 TEST_SEEDS (seed 20003: two error bursts within 5 s, 9 min after a
 deploy); with a deploy every hour on 3 of 20. The same day with a bad version
 activated at noon must produce one rollback. Seeds are TEST_SEEDS, which calibration never saw."""
-import numpy as np
 import pytest
 
 from monitor.decide import decide

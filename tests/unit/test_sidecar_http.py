@@ -10,7 +10,7 @@ import requests
 from monitor.config import load_config
 from monitor.sidecar import Sidecar, listen_socket
 from monitor.pages import CSRF_MESSAGE
-from monitor.web import READ_COOKIE
+from monitor.access import READ_COOKIE
 from sentinel.triton import free_port
 
 TOKEN = "c0ntrol-t0ken"

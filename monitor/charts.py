@@ -11,6 +11,9 @@ from typing import Sequence
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563")
 MARKER_COLOURS = {"change": "#dc2626", "activation": "#2563eb", "rollback": "#ea580c",
                   "reload": "#9333ea", "load_failure": "#b91c1c"}
+# Whose label keeps its place when a chart is crowded: what changed and what was done about it
+# first, the activations (their lines stay, their text is on hover) last.
+MARKER_PRIORITY = {"change": 0, "rollback": 1, "reload": 1, "load_failure": 1, "activation": 2}
 
 
 @dataclass(frozen=True)
@@ -151,15 +154,18 @@ def legend_layout(labels: Sequence[str], *, left: float, right: float, top: floa
 
 def marker_label_layout(items: Sequence[tuple[float, str]], *, x_min: float, x_max: float,
                         y_top: float, lanes: int, lane_h: float = 12.0,
-                        size: float = MARKER_SIZE, avoid: Sequence[Box] = ()) -> list[Label | None]:
+                        size: float = MARKER_SIZE, avoid: Sequence[Box] = (),
+                        priority: Sequence[int] | None = None) -> list[Label | None]:
     """Place one label beside each marker line at x (items in any order, results in the same
     order). A label sits right of its line, or left of it in the right half, in the first of
     `lanes` rows where it overlaps no other label nor anything in `avoid`, and stays within
     [x_min, x_max]. A label that fits nowhere is None: the caller keeps the line and shows the text
-    on hover."""
+    on hover. Labels with a lower `priority` number are placed first, so when space runs out the
+    least important ones are the ones left off."""
     placed: list[Box] = list(avoid)
     out: list[Label | None] = [None] * len(items)
-    for i in sorted(range(len(items)), key=lambda k: items[k][0]):
+    rank = list(priority) if priority is not None else [0] * len(items)
+    for i in sorted(range(len(items)), key=lambda k: (rank[k], items[k][0])):
         x, text = items[i]
         w = text_width(text, size)
         sides = [("start", x + 3), ("end", x - 3)]
@@ -304,7 +310,8 @@ def line_chart(lines: Sequence[Line], *, title: str, unit: str, markers: Sequenc
     lanes = max(1, min(5, int(ph * 0.6 // 12)))
     places = marker_label_layout([(x, text) for x, _, text, _ in merged], x_min=left + 1,
                                  x_max=left + pw - 1, y_top=top + 2, lanes=lanes,
-                                 avoid=[lab.box for lab in legend])
+                                 avoid=[lab.box for lab in legend],
+                                 priority=[MARKER_PRIORITY.get(kind, 2) for _, kind, _, _ in merged])
     for (x, kind, _, labels), lab in zip(merged, places):
         colour = MARKER_COLOURS.get(kind, "#111827")
         text = "" if lab is None else (

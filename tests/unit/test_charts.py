@@ -189,3 +189,20 @@ def test_no_data_chart_and_gaps():
     assert "no data yet" in line_chart([], title="t", unit="u")
     svg = line_chart([Line("v1", [T0, T0 + 1, T0 + 2], [1.0, math.nan, None])], title="t", unit="u")
     assert "<circle" in svg and "<polyline" not in svg
+
+
+def test_a_crowded_chart_keeps_the_change_and_the_rollback_labels():
+    # What the model page looked like in CI: two activations, the change and the rollback within a
+    # few seconds at the right edge of a half-width chart. The activations' text may go to hover;
+    # what changed and what was done about it must stay written.
+    ts = [T0 + i for i in range(300)]
+    marks = [Marker(T0 + 2, "v1 activated", "activation"),
+             Marker(T0 + 280, "v2 activated", "activation"),
+             Marker(T0 + 283, "change: error_rate ↑ (v2)", "change"),
+             Marker(T0 + 284, "v1 activated", "activation"),
+             Marker(T0 + 286, "rollback → v1 (ok)", "rollback")]
+    lines = [Line(f"v{k}", ts, [float(k)] * 300) for k in (1, 2)]
+    svg = line_chart(lines, title="Request rate", unit="req/s", markers=marks, width=460, height=170)
+    _, boxes = _text_boxes(svg)
+    written = [lab.text for lab in boxes["marker-label"]]
+    assert "change: error_rate ↑ (v2)" in written and "rollback → v1 (ok)" in written, written

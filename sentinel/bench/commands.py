@@ -48,6 +48,13 @@ def add_quiet_options(p: argparse.ArgumentParser) -> None:
                    help="write docs/ even when the machine is busy")
 
 
+def _quiet_first(main):
+    """The command, refused before it runs when it would write docs/ on a busy machine."""
+    def guarded(args: argparse.Namespace) -> int:
+        return 3 if refused(args, args.output) else main(args)
+    return guarded
+
+
 def refused(args: argparse.Namespace, output) -> bool:
     """Checked before a run: True (and says why) when it would write docs/ on a busy machine."""
     from sentinel.bench.environment import refuse_when_busy
@@ -74,7 +81,7 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--repository", default=None,
                        help="use the newest ranker in this repository instead of building one")
         p.add_argument("--log-dir", default=None, help="keep the servers' logs here")
-        p.set_defaults(func=serve_main)
+        p.set_defaults(func=_quiet_first(serve_main))
     elif name == "monitor":
         p.add_argument("--models", type=int, default=50)
         p.add_argument("--versions", type=int, default=2)
@@ -83,7 +90,7 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
                        help="cycles before measuring: the detectors' warm-up is 30-60 samples")
         p.add_argument("--day-seconds", type=int, default=86_400,
                        help="simulated span of 1 s scrapes fed to the store for the memory figure")
-        p.set_defaults(func=monitor_main)
+        p.set_defaults(func=_quiet_first(monitor_main))
     elif name == "search":
         p.set_defaults(output=str(SEARCH_DOC))
         p.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell")
@@ -92,7 +99,7 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
                        help="use the newest search version in this repository instead of building one")
         p.add_argument("--queries-out", default=None,
                        help="also write the generated query sets (text, relevant ids, split) as JSON")
-        p.set_defaults(func=search_main)
+        p.set_defaults(func=_quiet_first(search_main))
     elif name == "swap":
         p.add_argument("--swaps", type=int, default=20)
         p.add_argument("--clients", type=int, default=8)
@@ -101,7 +108,7 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
                        help="seconds of load before the first and after the last swap")
         p.add_argument("--repository", default=None,
                        help="a repository holding ranker versions 1 and 2 (default: build them)")
-        p.set_defaults(func=swap_main)
+        p.set_defaults(func=_quiet_first(swap_main))
     else:
         raise ValueError(f"unknown bench command {name!r}")
 
@@ -118,8 +125,6 @@ def _finish(args: argparse.Namespace, section: str, markdown: str, report) -> in
 
 
 def serve_main(args: argparse.Namespace) -> int:
-    if refused(args, args.output):
-        return 3
     from sentinel.bench.report import headline_markdown, serve_markdown
     from sentinel.bench.serve import BenchError, ServeOptions, run_serve
     try:
@@ -140,8 +145,6 @@ def serve_main(args: argparse.Namespace) -> int:
 
 
 def monitor_main(args: argparse.Namespace) -> int:
-    if refused(args, args.output):
-        return 3
     from sentinel.bench.monitor import MonitorOptions, run_monitor
     from sentinel.bench.report import monitor_markdown
     report = run_monitor(MonitorOptions(models=args.models, versions=args.versions,
@@ -151,8 +154,6 @@ def monitor_main(args: argparse.Namespace) -> int:
 
 
 def swap_main(args: argparse.Namespace) -> int:
-    if refused(args, args.output):
-        return 3
     from sentinel.bench.report import swap_markdown
     from sentinel.bench.swap import SwapOptions, run_swap
     report = run_swap(SwapOptions(swaps=args.swaps, clients=args.clients,
@@ -163,8 +164,6 @@ def swap_main(args: argparse.Namespace) -> int:
 
 
 def search_main(args: argparse.Namespace) -> int:
-    if refused(args, args.output):
-        return 3
     from sentinel.bench.search import SearchBenchOptions, run_search, search_markdown
     opts = SearchBenchOptions(repository=Path(args.repository) if args.repository else None,
                               duration_s=args.duration, concurrency=args.concurrency)

@@ -16,7 +16,7 @@ from build_scripts.pipeline import BuildError, BuildJob, Predict, Progress, run_
 from build_scripts.publish import Published
 from build_scripts.specs import RANKER, ModelSpec
 from build_scripts.train_ranker import TrainConfig, TrainedRanker, encode, train_ranker
-from python_backend.faults import FAULT_KINDS, Fault
+from python_backend.faults import FAULT_KINDS, SELF_CONSISTENT, Fault, FaultInjector
 from python_backend.ranker_features import encode_requests, parse_request
 
 # What each --fault does, in the words the docs and `sentinel build --help` use.
@@ -28,6 +28,17 @@ FAULT_PRESETS: dict[str, dict] = {
     "shift": {"kind": "shift", "shift": 1.5},
     "crash": {"kind": "crash", "after_requests": 50},
     "load_failure": {"kind": "load_failure"},
+    # 64 KiB kept per request, bounded at 1.5 GiB: ~6 MiB/s at 100 requests/s, a projected
+    # exhaustion in about an hour on a 24 GiB host, caught in about a minute.
+    "leak": {"kind": "leak", "leak_kib": 64, "leak_max_mib": 1536},
+    # 3 ms of busy CPU per request plus twice the compute: several times the known-good CPU.
+    "cpu": {"kind": "cpu", "cpu_ms": 3.0, "cpu_factor": 2.0},
+    # Healthy long enough to become known good (~90 s with the shipped policy), then 2 minutes
+    # later about 3x slower: a late regression (a cache that stops fitting, a slow path after N).
+    "slow_after": {"kind": "slow_after", "after_s": 215, "latency_ms": 4.0,
+                   "latency_factor": 2.0},
+    # A worse model that is healthy in every system metric (issue 13): see faults.SELF_CONSISTENT.
+    "reversed": {"kind": "reversed"},
 }
 assert set(FAULT_PRESETS) == set(FAULT_KINDS)
 
@@ -55,14 +66,20 @@ def _parity_cases(trained: TrainedRanker, seed: int) -> dict[str, dict[str, np.n
     return cases
 
 
-def _golden_set(trained: TrainedRanker, predict: Predict, count: int) -> list[dict]:
+def _golden_set(trained: TrainedRanker, predict: Predict, count: int,
+                fault: Fault | None = None) -> list[dict]:
+    """Expected scores per golden request. A self-consistent fault (a worse model, not a broken
+    one) is applied here as it is when served, so the version answers its own probes."""
     reqs = golden.ranking_requests(trained.split.test, trained.tables.n_items, count)
+    through = FaultInjector(fault) if fault is not None and fault.kind in SELF_CONSISTENT else None
     out = []
     for r in reqs:
         parsed = parse_request(trained.tables, np.array([r["user_id"]]), np.array(r["item_ids"]),
                                np.array([r["timestamp"]]), now=0)
         cat, dense = encode_requests(trained.tables, [parsed])
         scores = predict({"cat": cat, "dense": dense})["score"]
+        if through is not None:
+            scores = through.scores(np.asarray(scores, np.float32).reshape(-1))
         out.append({"inputs": r, "expected": {"scores": [float(s) for s in scores]}})
     return out
 
@@ -93,8 +110,9 @@ def ranker_job(trained: TrainedRanker, workdir: Path, cfg: TrainConfig = TrainCo
     job = BuildJob(spec=spec, manifest=manifest, model=trained.model,
                    reference=_torch_predict(trained.model), cases=cases,
                    evaluate=_ranker_evaluate(trained),
-                   golden=lambda predict, _files: _golden_set(trained, predict,
-                                                              spec.golden_requests),
+                   golden=lambda predict, _files: _golden_set(
+                       trained, predict, spec.golden_requests,
+                       Fault.from_manifest(FAULT_PRESETS[fault]) if fault else None),
                    files={"features.npz": workdir / "features.npz"}, calibration=calibration,
                    bench_inputs=cases["real[0]"])
     return job

@@ -53,7 +53,11 @@ def openapi():
 def models():
     p = poller()
     with p.lock:
-        return jsonify(models=clean([views.model_summary(rt) for rt in p.models.values()]))
+        names = list(p.models)
+    on_disk = {m: p.repository_versions(m) for m in names}  # file I/O: outside the lock
+    with p.lock:  # views.model_record: the same status as the pages
+        return jsonify(models=clean([views.model_record(rt, on_disk.get(rt.name, ()))
+                                     for rt in p.models.values()]))
 
 
 def _runtime(model: str):
@@ -67,7 +71,10 @@ def _runtime(model: str):
 def model(model: str):
     p = poller()
     with p.lock:
-        return jsonify(clean(views.model_summary(_runtime(model))))
+        _runtime(model)  # an unknown name is a 404 before any path is built from it
+    on_disk = p.repository_versions(model)  # file I/O: outside the lock
+    with p.lock:
+        return jsonify(clean(views.model_record(_runtime(model), on_disk)))
 
 
 @api.get("/api/models/<model>/versions")

@@ -54,6 +54,14 @@ class MonitorConfig:
     probe_interval_s: float = 5.0  # 4 golden requests per probe: cheap, and catches garbage in seconds
     probe_timeout_s: float = 2.0
     load_timeout_s: float = 120.0
+    # Feedback (POST /api/feedback) is summed per window of serving time and kept this long, in the
+    # sidecar's database (db_path); see docs/monitor.md, "Online quality".
+    feedback_window_s: float = 300.0
+    feedback_retention_s: float = 7 * 86400.0
+    # Run when quality drops with no version to blame (a `retrain` event), at most once per cooldown;
+    # e.g. "sentinel build ranker --repository /models". None: record and alert only.
+    retrain_command: str | None = None
+    retrain_cooldown_s: float = 6 * 3600.0
     policy: Policy = field(default_factory=Policy)
     # Per-signal keyword arguments for the detector's config ("default" applies to every signal).
     detectors: Mapping[str, Mapping[str, float | int | bool]] = field(default_factory=FrozenDict)
@@ -179,8 +187,13 @@ _TOP: dict[str, Check] = {
     "probe_interval_s": _number(float, 0, low_open=True),
     "probe_timeout_s": _number(float, 0, low_open=True),
     "load_timeout_s": _number(float, 0, low_open=True),
+    "feedback_window_s": _number(float, 1),
+    "feedback_retention_s": _number(float, 60),
+    "retrain_command": _text(optional=True),
+    "retrain_cooldown_s": _number(float, 0),
 }
-_RATIOS = ("dead_stub_failure_ratio", "probe_timeout_failure_ratio", "max_known_good_error_rate")
+_RATIOS = ("dead_stub_failure_ratio", "probe_timeout_failure_ratio", "max_known_good_error_rate",
+           "quality_confidence", "drift_max_p_value")
 _AT_LEAST_ONE = ("consecutive_error_limit", "probe_timeout_limit", "probe_failure_limit")
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
+from monitor.resource import describe as describe_resource
 from monitor.types import (
     Action,
     ActionRecord,
@@ -331,6 +332,69 @@ def _detections(inputs: DecisionInputs, policy: Policy) -> _Verdict | None:
     )
 
 
+def _quality(inputs: DecisionInputs, policy: Policy) -> _Verdict | None:
+    """Online quality from feedback. A version the system metrics call healthy can still rank
+    worse; with a reference that has enough labels, a version without enough of its own is not
+    healthy yet (so it cannot become known good on system metrics alone)."""
+    q = inputs.quality
+    if q is None or q.version != inputs.served_version or q.verdict in ("no_reference", "ok"):
+        return None
+    if q.verdict == "insufficient":
+        return _Verdict("inconclusive", "none", f"online quality not known yet: {q.reason}",
+                        evidence=(q,))
+    return _Verdict(
+        "degraded",
+        "rollback",
+        f"version {q.version} ranks worse than version {q.reference_version} on feedback: {q.reason}",
+        target=inputs.last_known_good,
+        evidence=(q,),
+    )
+
+
+def _resources(inputs: DecisionInputs, policy: Policy) -> _Verdict | None:
+    """A served version whose own stubs leak, or that needs more CPU per request than the
+    known-good version at the same load, is degraded: the measurement is per version (its own
+    processes), so it is attributable however long after its activation it shows. Server-wide
+    memory pressure that the served version's memory does not explain is an alert."""
+    if not _data_fresh(inputs, policy):
+        return None
+    served = inputs.served_version
+    mine = [f for f in inputs.resources if getattr(f, "version", served) == served]
+    bad = [f for f in mine if (f.kind == "memory_growth" and f.leaking)
+           or (f.kind == "cpu_per_request" and f.degraded)]
+    if bad:
+        return _Verdict("degraded", "rollback", "; ".join(describe_resource(f) for f in bad),
+                        target=inputs.last_known_good, evidence=tuple(bad))
+    pressed = [f for f in mine if f.kind == "server_pressure" and f.pressed]
+    if pressed:
+        return _Verdict("degraded", "alert",
+                        f"{describe_resource(pressed[0])}, and the memory of version {served} "
+                        f"does not grow: server-wide pressure, not attributable to version {served}",
+                        evidence=tuple(pressed))
+    return None
+
+
+def _prediction_drift(inputs: DecisionInputs, policy: Policy) -> _Verdict | None:
+    """Before labels arrive: the served version's scores moved far from the reference's. A warning
+    that keeps the version from being vouched for on system metrics alone; quality evidence that
+    it ranks as well settles it, and `drift_rollback` makes it a rollback on its own."""
+    d = inputs.drift
+    served = inputs.served_version
+    if d is None or not d.drifted or d.version != served:
+        return None
+    q = inputs.quality
+    if q is not None and q.version == served and q.verdict == "ok":
+        return None
+    what = (f"prediction drift: the scores of version {served} (mean {d.mean:.3g}) against "
+            f"{d.against} (mean {d.reference_mean:.3g}): PSI {d.psi:.2f}, p={d.p_value:.2g} over "
+            f"{d.samples} and {d.reference_samples} sampled scores")
+    if policy.drift_rollback:
+        return _Verdict("degraded", "rollback", what, target=inputs.last_known_good, evidence=(d,))
+    return _Verdict("inconclusive", "alert",
+                    f"{what}; a warning: feedback (online quality) or an operator decides",
+                    evidence=(d,))
+
+
 def _probe_timeout(inputs: DecisionInputs, policy: Policy) -> _Verdict | None:
     timeouts = _trailing_timeouts(_probes_since_reload(inputs, policy))
     if not timeouts:
@@ -352,6 +416,9 @@ _RULES: tuple[Callable[[DecisionInputs, Policy], _Verdict | None], ...] = (
     _scrape_health,
     _missing_data,
     _detections,
+    _quality,
+    _resources,
+    _prediction_drift,
     _probe_timeout,
 )
 

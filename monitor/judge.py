@@ -3,16 +3,23 @@ watch with the last known-good baseline, decide, and advance the known-good cloc
 (the poller holds its lock around it); what must be done about it comes back as a `Judgement`."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from monitor import baseline as baseline_mod
+from monitor import drift as drift_mod
+from monitor import quality as quality_mod
 from monitor.decide import decide, update_known_good
 from monitor.detect import PRESET_SIGNAL, DetectorConfig, OnlineDetector, with_objective
 from monitor.types import (Decision, DecisionInputs, Detection, Event, KnownGoodState, Policy,
                              detection_from_change_point)
+from monitor.resource_watch import ResourceWatch
 from monitor.runtime import PHASES, ModelRuntime, MonitorMetrics
 from monitor.store import SeriesStore
+
+if TYPE_CHECKING:
+    from monitor.feedback_store import FeedbackStore
 
 
 @dataclass
@@ -22,14 +29,25 @@ class Judgement:
     decision_event: Event | None = None  # recorded first: its id goes into a rejection
     promote: str | None = None           # version that just became known good
     promote_baseline: dict = field(default_factory=dict)
+    # Quality fell or scores moved with no new version to blame: (reason, evidence) for a
+    # `retrain` event (monitor.poller runs the configured command, with its cooldown).
+    retrain: tuple[str, dict] | None = None
 
 
 class Judge:
     def __init__(self, store: SeriesStore, policy: Policy,
                  detector_configs: dict[str, DetectorConfig], metrics: MonitorMetrics,
                  interval_s: float, baseline_config: baseline_mod.BaselineConfig | None = None,
-                 objectives: Mapping[str, float] | None = None):
+                 objectives: Mapping[str, float] | None = None,
+                 feedback: "FeedbackStore | None" = None,
+                 resources: ResourceWatch | None = None):
         self.store, self.policy, self.metrics = store, policy, metrics
+        self.resources = resources or ResourceWatch(store)
+        self.feedback, self.quality_config = feedback, quality_config(policy)
+        self.quality_reference_s = policy.quality_reference_s
+        self.drift_config = drift_mod.DriftConfig(policy.drift_min_samples,
+                                                  policy.drift_max_p_value, policy.drift_min_psi)
+        self.scores = drift_mod.ScoreWindows(retention_s=max(policy.quality_reference_s, 3600.0))
         self.detector_configs = detector_configs
         self.baseline_config = baseline_config or baseline_mod.BaselineConfig()
         self.objectives = dict(objectives or {})
@@ -127,6 +145,90 @@ class Judge:
         out.update(at=now, window_s=window)
         return out
 
+    def assess_quality(self, rt: ModelRuntime, now: float) -> list[Event]:
+        """Online quality of a served version that is not yet known good, against the version a
+        rollback would return to, from the feedback sums. The served side counts from its
+        activation; the reference side is its newest `quality_reference_s` of serving time. Once
+        a version is known good it is no longer compared (the reference served other hours):
+        its quality over time is the retrain check's business."""
+        previous = rt.quality
+        rt.quality = None
+        if self.feedback is None or rt.served is None or rt.desired is None \
+                or rt.desired.is_known_good(rt.served):
+            return []
+        reference = rt.rollback_target
+        since = None
+        if rt.activated_at is not None:
+            since = rt.activated_at - self.feedback.window_s  # the window it was activated in
+        served = self.feedback.stats(rt.name, rt.served, since=since)
+        ref_stats, latest = None, None
+        if reference is not None:
+            latest = self.feedback.latest_window(rt.name, reference)
+        if latest is not None:
+            ref_stats = self.feedback.stats(rt.name, reference,
+                                            since=latest - self.quality_reference_s)
+        q = quality_mod.compare(rt.name, rt.served, served, reference, ref_stats,
+                                self.quality_config)
+        rt.quality = q
+        if previous is not None and (previous.version, previous.verdict) == (q.version, q.verdict):
+            return []
+        if q.verdict == "no_reference" and (previous is None or previous.version != q.version):
+            return []  # nothing to say for a model without feedback
+        return [Event(now, rt.name, rt.served, "quality", reason=q.reason,
+                      evidence=quality_evidence(q))]
+
+    def assess_drift(self, rt: ModelRuntime) -> drift_mod.DriftFinding | None:
+        """The sampled scores of a served version that is not yet known good, since its
+        activation, against the reference version's newest `quality_reference_s`."""
+        if rt.served is None or rt.desired is None or rt.desired.is_known_good(rt.served):
+            return None
+        reference = rt.rollback_target
+        span = self.scores.span(rt.name, reference) if reference is not None else None
+        if span is None:
+            return None
+        since = None if rt.activated_at is None else rt.activated_at - self.scores.window_s
+        counts = self.scores.counts(rt.name, rt.served, since=since)
+        ref = self.scores.counts(rt.name, reference, since=span[1] - self.quality_reference_s)
+        if counts is None or ref is None:
+            return None
+        return drift_mod.compare(rt.name, rt.served, counts, ref, f"version {reference}",
+                                 self.scores.bounds.get((rt.name, rt.served), ()),
+                                 self.drift_config)
+
+    def retrain_check(self, rt: ModelRuntime, now: float) -> tuple[str, dict] | None:
+        """The served known-good version's last `retrain_recent_s` against its earlier serving
+        time: online quality worse (feedback) or scores moved (drift). No new version is to blame,
+        so it is the world that changed: the model needs retraining."""
+        if rt.served is None or rt.desired is None or not rt.desired.is_known_good(rt.served):
+            return None
+        recent = now - self.policy.retrain_recent_s
+        found = []
+        if self.feedback is not None:
+            q = quality_mod.compare(
+                rt.name, rt.served, self.feedback.stats(rt.name, rt.served, since=recent),
+                f"{rt.served} (its earlier hours)",
+                self.feedback.stats(rt.name, rt.served, since=recent - self.quality_reference_s,
+                                    until=recent - self.feedback.window_s),
+                self.quality_config)
+            if q.verdict == "worse":
+                found.append((f"online quality of version {rt.served} fell: {q.reason}",
+                              {"quality": quality_evidence(q)}))
+        now_counts = self.scores.counts(rt.name, rt.served, since=recent)
+        before = self.scores.counts(rt.name, rt.served, since=recent - self.quality_reference_s,
+                                    until=recent - self.scores.window_s)
+        if now_counts is not None and before is not None:
+            d = drift_mod.compare(rt.name, rt.served, now_counts, before, "its own earlier hours",
+                                  self.scores.bounds.get((rt.name, rt.served), ()),
+                                  self.drift_config)
+            if d is not None and d.drifted:
+                found.append((f"the scores of version {rt.served} moved (mean {d.mean:.3g} against "
+                              f"{d.reference_mean:.3g} earlier; PSI {d.psi:.2f}, p={d.p_value:.2g}): "
+                              f"its inputs drifted", {"drift": _rounded(dataclasses.asdict(d))}))
+        if not found:
+            return None
+        return ("; ".join(r for r, _ in found) + "; no new version to blame: retrain",
+                {k: v for _, e in found for k, v in e.items()})
+
     def _detected(self, rt: ModelRuntime, d: Detection, reason: str) -> Event:
         rt.detections.append(d)
         self.metrics.detections.labels(rt.name, d.signal).inc()
@@ -144,6 +246,7 @@ class Judge:
     def judge(self, rt: ModelRuntime, now: float, others: tuple[Detection, ...], peers: int,
               started_at: float) -> Judgement:
         events = self.compare_with_baseline(rt, now, started_at)
+        events += self.assess_quality(rt, now)
         inputs = DecisionInputs(
             model=rt.name, served_version=rt.served, now=now, version_states=rt.states,
             detections=tuple(rt.detections), other_model_detections=others,
@@ -156,7 +259,8 @@ class Judge:
                               if rt.served else None),
             reset_times=(self.store.reset_times(rt.name, rt.served, since=now - 300)
                          if rt.served else ()),
-            peers_observed=peers)
+            peers_observed=peers, quality=rt.quality, drift=self.assess_drift(rt),
+            resources=self.resources.findings(rt.name, rt.served, rt.rollback_target, now))
         decision = decide(inputs, self.policy)
         previous = rt.decision
         rt.decision = decision
@@ -168,6 +272,7 @@ class Judge:
                                        action=decision.action, reason=decision.reason,
                                        evidence=evidence_dict(decision))
         self._known_good(rt, decision, now, started_at, out)
+        out.retrain = self.retrain_check(rt, now)
         for p in PHASES:
             self.metrics.phase.labels(rt.name, p).set(1 if p == decision.phase else 0)
         if rt.served and rt.served.isdigit():
@@ -221,10 +326,31 @@ def detection_dict(d: Detection) -> dict:
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.__dict__.items()}
 
 
+def quality_config(policy: Policy) -> quality_mod.QualityConfig:
+    return quality_mod.QualityConfig(
+        min_labels=policy.quality_min_labels, min_positives=policy.quality_min_positives,
+        auc_margin=policy.quality_auc_margin, ndcg_margin=policy.quality_ndcg_margin,
+        min_lists=policy.quality_min_lists, confidence=policy.quality_confidence)
+
+
+def quality_evidence(q: quality_mod.QualityAssessment) -> dict:
+    return _rounded(dataclasses.asdict(q))
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return value
+
+
 def evidence_dict(decision: Decision) -> dict:
     items = []
     for e in decision.evidence:
         kind = type(e).__name__
-        body = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in e.__dict__.items()}
+        body = _rounded(dataclasses.asdict(e))
         items.append({"type": kind, **body})
     return {"target_version": decision.target_version, "items": items}

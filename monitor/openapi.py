@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from monitor.operator import ACTIONS
+from monitor.views import NO_VERSION
 
 _ERROR = {"description": "error with a message",
           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -77,6 +78,11 @@ def openapi_document() -> dict:
                 {"name": "limit", "in": "query", "required": False,
                  "schema": {"type": "integer", "minimum": 1, "maximum": 10000}}],
             "responses": {"200": _json("Events"), "400": _ERROR}}},
+        "/api/models/{model}/quality": {"get": {
+            "summary": "Online quality per version from feedback (AUC, log-loss, calibration, "
+                       "list metrics) and the served version's assessment against its reference",
+            "parameters": [_model_param()],
+            "responses": {"200": _json("Quality"), "404": _ERROR}}},
     }
     for path, item in paths.items():
         if path.startswith("/api/"):  # /healthz stays open for health checks
@@ -93,6 +99,15 @@ def openapi_document() -> dict:
                 "schema": {"$ref": "#/components/schemas/ActionRequest"}}}},
             "responses": {"200": _json("ActionResult"), "400": _ERROR, "401": _ERROR,
                           "403": _ERROR, "404": _ERROR, "409": _ERROR}}}
+    paths["/api/feedback"] = {"post": {
+        "summary": "Outcomes of served predictions (labels arrive late): up to 10,000 events per "
+                   "call; a bad event is rejected with its index and reason, the good ones are "
+                   "kept (persisted before the answer)",
+        "security": [{"token": []}],
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/FeedbackBatch"}}}},
+        "responses": {"200": _json("FeedbackResult"), "400": _ERROR, "401": _ERROR,
+                      "403": _ERROR, "404": _ERROR, "413": _ERROR, "503": _ERROR}}}
     nullable_str = {"type": "string", "nullable": True}
     nullable_num = {"type": "number", "nullable": True}
     nullable_int = {"type": "integer", "nullable": True}
@@ -135,7 +150,15 @@ def openapi_document() -> dict:
                          nullable=True),
             "versions": {"type": "array", "items": obj({
                 "version": {"type": "string"}, "state": {"type": "string"},
-                "reason": {"type": "string"}})}}),
+                "reason": {"type": "string"}})},
+            # monitor.views.model_record: what the pages show too.
+            "published": {**strings, "description": "versions published on disk or listed by "
+                                                    "Triton, oldest first"},
+            "judged": {"type": "boolean", "description": "false while no version is published: "
+                                                         "phase is then null"},
+            "status": {**one_of((*phases, "unknown", NO_VERSION)),
+                       "description": "the phase; \"unknown\" before the first decision; \""
+                                      + NO_VERSION + "\" while nothing is published"}}),
         "Desired": obj({
             "model": {"type": "string"}, "error": nullable_str,
             "desired": obj({
@@ -174,6 +197,38 @@ def openapi_document() -> dict:
             "phase": nullable_str, "action": nullable_str, "reason": {"type": "string"},
             "evidence": {"type": "object"}, "actor": {"type": "string"}, "outcome": nullable_str}),
         "Events": obj({"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}}),
+        "FeedbackBatch": obj({"events": {"type": "array", "maxItems": 10000, "items": {
+            "type": "object", "required": ["model", "version", "score", "label"],
+            "additionalProperties": False, "properties": {
+                "model": {"type": "string", "minLength": 1},
+                "version": {"type": "string", "pattern": "^[0-9]+$"},
+                "score": {"type": "number", "description": "the score the version served"},
+                "label": {"type": "number", "minimum": 0, "maximum": 100,
+                          "description": "the outcome: 1/0 (click, purchase, rating ≥ 4) or a "
+                                         "graded relevance"},
+                "ts": {"type": "number", "description": "unix seconds the prediction was served "
+                                                        "(default: arrival)"},
+                # strings or integers (OpenAPI 3.0 has no type lists: left open here)
+                "request_id": {}, "item": {},
+                "list_id": {"description": "events of one call with the same list_id form a "
+                                           "ranked list"},
+                "rank": {"type": "integer", "minimum": 1, "description": "1 = shown first"}}}}}),
+        "FeedbackResult": obj({"accepted": {"type": "integer"}, "rejected": {
+            "type": "array", "items": obj({"index": {"type": "integer"},
+                                           "reason": {"type": "string"}})}}),
+        "Quality": obj({
+            "model": {"type": "string"}, "window_s": {"type": "number"},
+            "versions": {"type": "array", "items": obj({
+                "version": {"type": "string"}, "windows": {"type": "integer"},
+                "first_window": {"type": "number"}, "last_window": {"type": "number"},
+                "labelled": {"type": "integer"}, "positives": {"type": "integer"},
+                "auc": nullable_num, "auc_se": nullable_num, "log_loss": nullable_num,
+                "mean_score": nullable_num, "mean_label": nullable_num,
+                "lists": {"type": "integer"}, "ndcg_at_k": nullable_num,
+                "recall_at_k": nullable_num, "ctr_at_k": nullable_num, "k": {"type": "integer"}})},
+            "assessment": {"type": "object", "nullable": True,
+                           "description": "the served version against the version a rollback "
+                                          "would return to (monitor.quality.QualityAssessment)"}}),
         "ActionRequest": {"type": "object", "properties": {
             "version": {"type": "string", "pattern": "^[0-9]+$"},
             "reason": {"type": "string", "maxLength": 500},

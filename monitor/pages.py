@@ -10,7 +10,7 @@ import time
 from flask import (Blueprint, abort, current_app, flash, get_flashed_messages, redirect,
                    render_template, request, session, url_for)
 
-from monitor import views
+from monitor import resource_views, views
 from monitor.detect import expected_false_alarms_per_day
 from monitor.operator import ACTIONS, OperatorError, perform
 
@@ -22,6 +22,12 @@ EVENT_KINDS = ("activation", "detection", "decision", "action", "probe", "load_f
 def _state():
     ext = current_app.extensions["sentinel"]
     return ext["poller"], ext["events"]
+
+
+def _resource_watch(poller):
+    """The poller's resource watch; None for a poller without one (a read-only stand-in)."""
+    judge = getattr(poller, "judge", None)
+    return getattr(judge, "resources", None)
 
 
 CSRF_MESSAGE = ("the form expired or did not come from this page (CSRF check); "
@@ -76,10 +82,12 @@ def overview():
             row.update(views.overview_spark(poller.store, rt.name, rt.served))
             rows.append(row)
         scrape = poller.last_scrape
+        watch = _resource_watch(poller)
+        server = resource_views.server_view(poller.store, watch, time.time()) if watch else None
     for row in rows:
         row["events"] = events.list(model=row["model"], limit=3)
     return render_template("overview.html", models=rows, fleet=views.fleet_phase(rows),
-                           scrape=scrape, **_common())
+                           scrape=scrape, server=server, **_common())
 
 
 @pages.get("/models/<model>")
@@ -100,10 +108,19 @@ def model(model: str):
             abort(404, description=f"unknown model {model!r}")
         summary = views.model_view(rt, on_disk)
         charts = views.charts(poller.store, model, history, since=since)
+        watch = _resource_watch(poller)
+        findings = watch.last.get(model, ()) if watch is not None else ()
+        charts += resource_views.resource_charts(poller.store, model, findings, since=since)
+        resource_notes = resource_views.resource_notes(findings)
         versions = views.versions_table(current_app.config["SENTINEL_REPOSITORY"], rt, on_disk)
+    quality = views.quality_table(poller.feedback, model, versions)  # its own lock, not the poller's
+    with poller.lock:
+        assessment = rt.quality
     timeline = [e for e in history if e.kind in ("activation", "detection", "action",
-                                                 "load_failure", "operator", "known_good")][:30]
+                                                 "load_failure", "operator", "known_good",
+                                                 "quality", "retrain")][:30]
     return render_template("model.html", m=summary, charts=charts, versions=versions,
+                           quality=quality, assessment=assessment, resource_notes=resource_notes,
                            timeline=timeline, csrf=_csrf(), actions=ACTIONS, window=int(window),
                            **_common())
 

@@ -18,7 +18,9 @@ from monitor.act import RepositoryApiError, RepositoryClient
 from monitor.actuator import ActionRequest, ActionResult, Actuator
 from monitor.alert_queue import AlertQueue
 from monitor.detect import DetectorConfig, expected_false_alarms_per_day
+from monitor.feedback_store import FeedbackStore
 from monitor.judge import Judge, Judgement
+from monitor.retrain import RetrainRunner
 from monitor.observe import apply_index
 from monitor.outcomes import apply_result
 from monitor.probe import GoldenProber
@@ -54,7 +56,9 @@ class Poller:
                  clock: Callable[[], float] = time.time,
                  desired: ds.DesiredStateStore | None = None,
                  actuator: Actuator | None = None,
-                 objectives: dict[str, float] | None = None):
+                 objectives: dict[str, float] | None = None,
+                 feedback: FeedbackStore | None = None,
+                 retrain: RetrainRunner | None = None):
         self.scraper, self.repo, self.prober = scraper, repo, prober
         self.events = events
         self.store = store or SeriesStore(clock=clock)
@@ -72,8 +76,10 @@ class Poller:
         self.actuator = actuator or Actuator(repo, prober, clock=clock)
         self.alerts = AlertQueue(alerter, on_drop=lambda a: self.metrics.alerts_dropped.inc()) \
             if alerter is not None else None
+        self.feedback = feedback
+        self.retrain = retrain or RetrainRunner(None, 6 * 3600.0, clock=clock)
         self.judge = Judge(self.store, policy, self.detector_configs, self.metrics, interval_s,
-                           objectives=objectives)
+                           objectives=objectives, feedback=feedback)
         self.judgement_s = self.judge.judgement_s
         self.models: dict[str, ModelRuntime] = {}
         self.last_scrape: Scrape | None = None
@@ -142,6 +148,7 @@ class Poller:
         started = time.perf_counter()
         scrape = self.scraper.scrape()
         self.store.add(scrape)
+        self.judge.scores.add(scrape)  # the score histograms for prediction drift
         index_at = self.clock()
         entries, index_error = self._fetch_index()
         finished = self.actuator.drain()
@@ -272,6 +279,8 @@ class Poller:
                 self._record(Event(now, model, version, "known_good",
                                    reason=f"version {version} is now the last known good",
                                    evidence={"baseline": baseline}))
+        if judged.retrain is not None:
+            self._retrain(model, *judged.retrain)
         if decision.action in ("rollback", "reload") and busy:
             return  # the switch asked for earlier is still running; its result decides what next
         if decision.action == "rollback":
@@ -292,6 +301,21 @@ class Poller:
             rt = self.models[model]
             if not (rt.acked and rt.acked[0] == decision.phase):
                 self._alert(model, decision)
+
+    def _retrain(self, model: str, reason: str, evidence: dict) -> None:
+        """Quality fell with no version to blame: record, alert, run the retrain command (each at
+        most once per cooldown per model)."""
+        outcome = self.retrain.trigger(model, reason)
+        if not outcome.triggered:
+            return
+        with self.lock:
+            served = self.models[model].served
+        self._record(Event(self.clock(), model, served, "retrain", phase="degraded", action="alert",
+                           reason=reason, evidence=evidence, outcome=outcome.detail))
+        if self.alerts is not None:
+            self.alerts.send(Alert("SentinelRetrainNeeded", model, served, "warning",
+                                   summary=f"{model}: quality fell with no version to blame",
+                                   description=f"{reason} ({outcome.detail})"))
 
     def _write(self, model: str, change, what: str) -> bool:
         """Apply a transition to the model's desired state (file I/O, no lock); False on failure,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from monitor.detect import SIGNAL_PRESETS, DetectorConfig, OnlineDetector
+from monitor.quality import QualityAssessment
 from monitor.types import Decision, KnownGoodState, VersionState
 from sentinel.desired_state import DesiredState
 
@@ -55,6 +56,7 @@ class ModelRuntime:
     last_served: str | None = None  # what served before the index last showed nothing READY
     reconcile_reason: str = ""
     policy_checked: tuple | None = None  # (generation, version) whose config.pbtxt was verified
+    quality: QualityAssessment | None = None  # last online-quality assessment (monitor.quality)
 
     @property
     def pinned(self) -> str | None:

@@ -10,7 +10,7 @@ import requests
 import urllib3
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.types import Scrape, ScoreHistogram, VersionSample
+from monitor.types import GpuSample, Scrape, ScoreHistogram, ServerResources, VersionSample
 
 # Sample name (with any `_total` suffix removed) -> VersionSample field. prometheus_client's parser
 # reports counters as `<name>_total` whether or not the text had the suffix, and pb_utils may or may
@@ -28,6 +28,19 @@ _SCALARS = {
     "sentinel_output_nonfinite": "nonfinite",
     "sentinel_requests": "requests",
     "sentinel_output_rows": "rows",
+    "sentinel_stub_resident_memory_bytes": "stub_memory_bytes",  # one series per stub: summed
+    "sentinel_stub_cpu_seconds": "stub_cpu_seconds",
+}
+# Triton's server-wide gauges (no model label) -> ServerResources field; nv_gpu_* per gpu_uuid.
+_SERVER = {
+    "nv_cpu_utilization": "cpu_utilization",
+    "nv_cpu_memory_used_bytes": "memory_used_bytes",
+    "nv_cpu_memory_total_bytes": "memory_total_bytes",
+}
+_GPU = {
+    "nv_gpu_utilization": "utilization",
+    "nv_gpu_memory_used_bytes": "memory_used_bytes",
+    "nv_gpu_memory_total_bytes": "memory_total_bytes",
 }
 _BY_REASON = {
     "nv_inference_request_failure": "failures",
@@ -61,7 +74,7 @@ def _base_name(name: str) -> str:
 
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?[ \t]*$")
 _LABEL = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"([^"\\]*)"[ \t]*,?')
-_WANTED_PREFIXES = ("nv_inference_", "sentinel_")
+_WANTED_PREFIXES = ("nv_inference_", "sentinel_", "nv_cpu_", "nv_gpu_")
 
 
 class _NeedsFullParser(Exception):
@@ -124,10 +137,16 @@ def _parse(samples, ts: float, source: str) -> Scrape:
     buckets: dict[tuple[str, str], dict[float, float]] = defaultdict(lambda: defaultdict(float))
     hist_sum: dict[tuple[str, str], float] = defaultdict(float)
     hist_count: dict[tuple[str, str], float] = defaultdict(float)
+    server: dict[str, float] = {}
+    gpus: dict[str, dict[str, float]] = defaultdict(dict)
     for sample_name, labels, value in samples:
         model, version = labels.get("model"), labels.get("version")
         if model is None or version is None:
-            continue  # server-wide metrics (GPU, CPU, cache) are not per version
+            if sample_name in _SERVER:
+                server[_SERVER[sample_name]] = value
+            elif sample_name in _GPU:
+                gpus[labels.get("gpu_uuid", "")][_GPU[sample_name]] = value
+            continue  # other server-wide metrics (cache, pinned memory) are not watched
         key = (model, version)
         name = _base_name(sample_name)
         # Series that differ only in extra labels (e.g. an instance label on a custom
@@ -168,7 +187,11 @@ def _parse(samples, ts: float, source: str) -> Scrape:
                 **scalars.get(key, {}),
             )
         )
-    return Scrape(ts=ts, phase="ok", samples=tuple(samples), source=source)
+    resources = None
+    if server or gpus:
+        resources = ServerResources(
+            **server, gpus=tuple(GpuSample(uuid, **g) for uuid, g in sorted(gpus.items())))
+    return Scrape(ts=ts, phase="ok", samples=tuple(samples), source=source, server=resources)
 
 
 class Scraper:
@@ -209,6 +232,7 @@ class Scraper:
             error=scrape.error,
             duration_s=time.monotonic() - started,
             source=self.url,
+            server=scrape.server,
         )
 
     def _fetch(self, started: float) -> bytes:

@@ -5,6 +5,7 @@ HTTP is served by waitress (a production WSGI server, pure Python) inside this p
 an event loop thread and WEB_THREADS worker threads, all reading the one poller."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -22,6 +23,8 @@ from monitor.poller import Poller, default_detector_configs
 from monitor.prometheus_source import PrometheusSource
 from monitor.probe import GoldenProber
 from monitor.eventlog import EventLog
+from monitor.feedback_store import FeedbackStore
+from monitor.retrain import RetrainRunner
 from monitor.scrape import Scraper
 from monitor.store import SeriesStore
 from monitor.web import create_app
@@ -52,6 +55,16 @@ def metrics_source(c) -> Scraper | PrometheusSource:
     return Scraper(c.metrics_url, timeout=c.scrape_timeout_s)
 
 
+class SidecarStartError(Exception):
+    """The sidecar could not listen on its address (the port is taken, the host is not this
+    machine's); what it had opened is closed again."""
+
+    def __init__(self, host: str, port: int, reason: str):
+        super().__init__(f"cannot listen on {host}:{port}: {reason} (another process may hold "
+                         f"the port: choose another with --port or SENTINEL_PORT)")
+        self.host, self.port, self.reason = host, port, reason
+
+
 @dataclass
 class Sidecar:
     config: object  # monitor.config.MonitorConfig
@@ -60,6 +73,9 @@ class Sidecar:
     def __post_init__(self):
         c = self.config
         self.events = EventLog(c.db_path)
+        # Feedback sums live in the same database file (their own table and connection).
+        self.feedback = FeedbackStore(c.db_path, window_s=c.feedback_window_s,
+                                      retention_s=c.feedback_retention_s)
         self.alerter = Alerter(c.webhook_url, dedupe_s=c.alert_dedupe_s, timeout_s=2.0,
                                max_retries=2)
         repo = RepositoryClient(c.triton_url, Path(c.repository), admin_key=c.admin_key,
@@ -76,7 +92,9 @@ class Sidecar:
                               max_bytes=c.store_max_bytes),
             policy=c.policy, detector_configs=default_detector_configs(dict(c.detectors)),
             probe_interval_s=c.probe_interval_s, interval_s=c.interval_s, registry=self.registry,
-            actuator=actuator, objectives=dict(c.objectives))
+            actuator=actuator, objectives=dict(c.objectives), feedback=self.feedback,
+            retrain=RetrainRunner(c.retrain_command, c.retrain_cooldown_s,
+                                  log_dir=Path(c.db_path).parent if c.db_path != ":memory:" else None))
         # What must serve comes from the repository (desired state), not from this sidecar's
         # event log: a fresh pod with an empty log converges to the same versions.
         self.app = create_app(self.poller, self.events, token=c.token,
@@ -91,16 +109,28 @@ class Sidecar:
         return f"http://{self.config.host}:{self.port}"
 
     def start(self) -> "Sidecar":
-        sock = listen_socket(self.config.host, self.config.port)
-        self._server = waitress.create_server(self.app, sockets=[sock], threads=WEB_THREADS,
-                                              ident="sentinel")
-        self.port = sock.getsockname()[1]  # an int, as before (waitress keeps a string)
-        web = threading.Thread(target=self._server.run, name="sentinel-web", daemon=True)
-        poll = threading.Thread(target=self.poller.run, args=(self._stop,), name="sentinel-poller",
-                                daemon=True)
-        self._threads = [web, poll]
-        for t in self._threads:
-            t.start()
+        """Listen and start the web and poller threads. If a step fails, what this sidecar opened
+        (event log, alert thread, socket, ...) is closed before the error goes up: a `with` block
+        never calls __exit__ when __enter__ raises, and a caller that catches the error must not
+        be left holding the database. A failed sidecar is not started again: build a new one."""
+        host, port = self.config.host, self.config.port
+        with contextlib.ExitStack() as on_failure:
+            on_failure.callback(self.stop)
+            try:
+                sock = listen_socket(host, port)
+            except OSError as exc:
+                raise SidecarStartError(host, port, exc.strerror or str(exc)) from exc
+            on_failure.callback(sock.close)  # a second close, once waitress holds it, is harmless
+            self._server = waitress.create_server(self.app, sockets=[sock], threads=WEB_THREADS,
+                                                  ident="sentinel")
+            self.port = sock.getsockname()[1]  # an int, as before (waitress keeps a string)
+            web = threading.Thread(target=self._server.run, name="sentinel-web", daemon=True)
+            poll = threading.Thread(target=self.poller.run, args=(self._stop,),
+                                    name="sentinel-poller", daemon=True)
+            self._threads = [web, poll]
+            for t in self._threads:
+                t.start()
+            on_failure.pop_all()
         return self
 
     def stop(self) -> None:
@@ -111,6 +141,7 @@ class Sidecar:
             t.join(timeout=10)
         self.poller.close()
         self.events.close()
+        self.feedback.close()
 
     def _close_server(self) -> None:
         """Stop waitress. Its worker threads finish first (they wake the event loop through its

@@ -27,6 +27,7 @@ from monitor.types import (
     FailureEvidence,
     Scrape,
     ScrapeOutcome,
+    ServerResources,
     SignalPoint,
     VersionSample,
 )
@@ -53,11 +54,14 @@ _RAW = (
     "rows",
     "errors_total",
     *(f"error_{r}" for r in SENTINEL_ERROR_REASONS),
+    "stub_memory",
+    "stub_cpu",
 )
 _R = {name: i for i, name in enumerate(_RAW)}
 # A decrease in any of these means the counters restarted. Not the pending gauge, and not the score
 # sum (a sum of observations may legitimately go down when scores can be negative).
-_COUNTER_COLS = np.array([i for n, i in _R.items() if n not in ("pending", "score_sum")])
+_COUNTER_COLS = np.array([i for n, i in _R.items()
+                          if n not in ("pending", "score_sum", "stub_memory")])
 _S = {name: j for j, name in enumerate(SIGNAL_NAMES)}
 _N_SIGNALS = len(SIGNAL_NAMES)
 _CELL_BYTES = _N_SIGNALS * 4 + 2  # float32 signals + present + reset flags
@@ -93,6 +97,8 @@ def _raw_row(s: VersionSample) -> list[float | None]:
         s.rows,
         sum(errors.values()) if errors else None,
         *[errors.get(r, err_default) for r in SENTINEL_ERROR_REASONS],
+        s.stub_memory_bytes,
+        s.stub_cpu_seconds,
     ]
 
 
@@ -137,6 +143,9 @@ class SeriesStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._outcomes: collections.deque[ScrapeOutcome] = collections.deque(maxlen=outcomes_kept)
+        # Server-wide gauges: one small record per scrape (not per series), pruned by retention too.
+        self._server: collections.deque[tuple[float, ServerResources]] = collections.deque(
+            maxlen=self.max_rows)
 
         self._slot_of: dict[Key, int] = {}
         self._key_of: list[Key | None] = [None] * _INITIAL_SLOTS
@@ -161,6 +170,8 @@ class SeriesStore:
                 return  # the next ok scrape computes its deltas over the longer interval
             if self._count and scrape.ts <= self._frame_ts[(self._head - 1) % self._rows]:
                 return  # out of order (clock stepped back): frames must stay in time order
+            if scrape.server is not None:
+                self._server.append((scrape.ts, scrape.server))
             if scrape.samples:
                 self._add_samples(scrape)
             else:
@@ -195,6 +206,7 @@ class SeriesStore:
         sig = self._derive(d, dc, raw[w], dt[w], slots[w])
         sig[reset] = np.nan
         sig[reset, _S["pending"]] = raw[w][reset, _R["pending"]]
+        sig[reset, _S["memory_bytes"]] = raw[w][reset, _R["stub_memory"]]  # a gauge too
         sig[reset, _S["interval_s"]] = dt[w][reset]
         self._write_frame(scrape.ts, slots[w], sig, reset)
 
@@ -240,6 +252,9 @@ class SeriesStore:
         out[:, _S["score_std"]] = self._grouped_std(dc, slots)
         out[:, _S["nan_rate"]] = np.minimum(_ratio(col("nonfinite"), col("rows")), 1.0)
         out[:, _S["rows_per_request"]] = _ratio(col("rows"), col("requests"))
+        out[:, _S["memory_bytes"]] = raw[:, _R["stub_memory"]]
+        out[:, _S["cpu_ms_per_request"]] = _ratio(col("stub_cpu"), total) * 1000.0
+        out[:, _S["cpu_cores"]] = col("stub_cpu") / dt
         return out
 
     def _grouped_std(self, dc: np.ndarray, slots: np.ndarray) -> np.ndarray:
@@ -295,6 +310,8 @@ class SeriesStore:
 
     def _prune(self, now: float) -> None:
         cutoff = now - self.retention_s
+        while self._server and self._server[0][0] < cutoff:
+            self._server.popleft()
         while self._count and self._frame_ts[(self._head - self._count) % self._rows] < cutoff:
             self._count -= 1
         # A series whose latest sample is older than the retention has no frame left: free its slot
@@ -464,6 +481,11 @@ class SeriesStore:
                 requests = float(np.nansum(self._values[pos, slot, _S["requests"]]))
                 failures = float(np.nansum(self._values[pos, slot, _S["failures"]]))
         return FailureEvidence(model, version, window_s, requests, failures)
+
+    def server_resources(self, since: float | None = None) -> list[tuple[float, ServerResources]]:
+        """(ts, server-wide gauges) of the scrapes that carried them, oldest first."""
+        with self._lock:
+            return [(ts, r) for ts, r in self._server if since is None or ts >= since]
 
     def scrape_outcomes(self, limit: int | None = None) -> tuple[ScrapeOutcome, ...]:
         """Most recent scrape outcomes, oldest first."""

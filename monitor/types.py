@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Union
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Union
+
+from monitor.quality import QualityAssessment
+
+if TYPE_CHECKING:
+    from monitor.drift import DriftFinding
 
 # Triton's own failure reasons (2.51) and the custom error reasons model.py reports. Unknown reasons
 # still count in the totals; only these get a per-reason signal column.
@@ -71,6 +76,8 @@ class VersionSample:
     requests: float | None = None  # sentinel_requests_total (requests seen by model.py)
     rows: float | None = None  # sentinel_output_rows_total
     request_errors: tuple[tuple[str, float], ...] = ()  # sentinel_request_errors_total by reason
+    stub_memory_bytes: float | None = None  # resident memory of the version's stubs (gauge, summed)
+    stub_cpu_seconds: float | None = None  # CPU seconds of the version's stubs (counter, summed)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -86,6 +93,26 @@ class VersionSample:
 
 
 @dataclass(frozen=True)
+class GpuSample:
+    """Triton's per-GPU gauges (nv_gpu_*), labelled by gpu_uuid."""
+
+    uuid: str
+    utilization: float | None = None  # 0..1
+    memory_used_bytes: float | None = None
+    memory_total_bytes: float | None = None
+
+
+@dataclass(frozen=True)
+class ServerResources:
+    """Triton's server-wide gauges at one scrape (nv_cpu_*, nv_gpu_*); None = not exported."""
+
+    cpu_utilization: float | None = None  # 0..1 over all cores of the host
+    memory_used_bytes: float | None = None  # the host's (or container's) used memory
+    memory_total_bytes: float | None = None
+    gpus: tuple[GpuSample, ...] = ()
+
+
+@dataclass(frozen=True)
 class Scrape:
     """One scrape of a metrics endpoint. A failed scrape is data (phase "error"), never an exception."""
 
@@ -95,6 +122,7 @@ class Scrape:
     error: str | None = None
     duration_s: float = 0.0
     source: str = ""
+    server: ServerResources | None = None  # server-wide resources, when the source exports them
 
     @property
     def ok(self) -> bool:
@@ -154,6 +182,9 @@ class SignalPoint:
     score_std: float  # grouped estimate from bucket deltas with Sheppard's correction
     nan_rate: float  # Δnonfinite / Δrows
     rows_per_request: float  # Δrows / Δsentinel requests (empty results show as a drop)
+    memory_bytes: float  # resident memory of the version's stubs at the end of the interval (gauge)
+    cpu_ms_per_request: float  # Δstub CPU seconds / Δrequests, in ms
+    cpu_cores: float  # Δstub CPU seconds / interval: cores the version's stubs kept busy
 
 
 _POINT_META = ("ts", "model", "version", "reset")
@@ -257,7 +288,8 @@ class ActionRecord:
     version: str  # the version loaded by the action
 
 
-Evidence = Union[Detection, ProbeResult, FailureEvidence, VersionState, ScrapeOutcome]
+Evidence = Union[Detection, ProbeResult, FailureEvidence, VersionState, ScrapeOutcome,
+                 QualityAssessment, "DriftFinding"]
 
 
 _DEFAULT_BAD_DIRECTIONS = {
@@ -311,6 +343,26 @@ class Policy:
     reconcile_retry_s: float = 30.0  # a load towards the desired state that failed is retried after
     reload_escalate_s: float = 300.0  # still dead this long after a reload: the version itself is bad
     freeze: bool = False  # global kill switch: decide, but never act
+    # Online quality from feedback (monitor.quality; docs/monitor.md, "Online quality"): how many
+    # labelled events each side needs, the practical margins and the one-sided confidence of a
+    # "worse", and how much of the reference version's newest serving time it is judged against.
+    quality_min_labels: int = 1000
+    quality_min_positives: int = 50
+    quality_auc_margin: float = 0.02
+    quality_ndcg_margin: float = 0.02
+    quality_min_lists: int = 200
+    quality_confidence: float = 0.999
+    quality_reference_s: float = 6 * 3600.0
+    # Prediction drift (monitor.drift): a version's sampled scores against the reference's. A drift
+    # needs p ≤ drift_max_p_value and PSI ≥ drift_min_psi; it is a warning (alert, and the version
+    # is not vouched for as known good) unless drift_rollback, or quality evidence, says more.
+    drift_min_samples: int = 2000
+    drift_max_p_value: float = 1e-6
+    drift_min_psi: float = 0.2
+    drift_rollback: bool = False
+    # The known-good version's last retrain_recent_s against its earlier serving time: quality
+    # that dropped or scores that moved with no new version to blame is a `retrain` event.
+    retrain_recent_s: float = 1800.0
     # Which direction of change is bad per signal: "up", "down" or "both". Signals not listed (request
     # rate, batch size) move with traffic, not with the version, and are never evidence against it.
     bad_directions: Mapping[str, str] = field(
@@ -340,6 +392,13 @@ class DecisionInputs:
     # Other (model, version) series with fresh data: with no activation time, "only this version is
     # bad while others are fine" needs others to be observed at all.
     peers_observed: int = 0
+    # Online quality from feedback against the last known-good version, while the served version
+    # is not yet known good (monitor.quality); None when no feedback is judged for this model.
+    quality: QualityAssessment | None = None
+    drift: DriftFinding | None = None  # the served version's scores against the reference's
+    # Resource findings of this model (monitor.resource: MemoryGrowth, CpuComparison,
+    # ServerPressure), computed by monitor.resource_watch from the store each cycle.
+    resources: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,14 @@
 (dicts of numbers and strings) so templates stay free of logic and this stays testable."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from monitor import quality as quality_mod
 from monitor.charts import Line, Marker, line_chart, sparkline
 from monitor.types import VersionState
 
@@ -21,6 +23,7 @@ CHARTS = (  # (title, unit, signals, scale)
 )
 MARKER_KINDS = {"detection": "change", "activation": "activation", "load_failure": "load_failure"}
 NO_VERSION = "no version published"
+NOTHING_TO_WATCH = "nothing to watch until a version is published in the repository"
 # Worst first: the fleet's phase is the worst phase among its models that have a version published.
 PHASE_ORDER = ("error", "degraded", "inconclusive", "healthy")
 
@@ -54,22 +57,30 @@ def published(rt, on_disk: Iterable[str] = ()) -> list[str]:
     return sorted(found, key=_vkey)
 
 
-def model_view(rt, on_disk: Iterable[str] = ()) -> dict:
-    """model_summary plus what a page says: a model with no version published is not
-    "inconclusive", it has nothing to judge yet, and stays out of the fleet's phase."""
+def model_record(rt, on_disk: Iterable[str] = ()) -> dict:
+    """model_summary plus the model's status, one answer for the API and the pages: a model with
+    no version published is not "inconclusive", it has nothing to judge yet (phase null, status
+    "no version published", judged false) and stays out of the fleet's phase. The judge still
+    decides for it every cycle; its "inconclusive" there means "no data", not "measured unclear"."""
     row = model_summary(rt)
     versions = published(rt, on_disk)
-    row["published"] = versions
-    if not versions and rt.served is None:
-        row.update(status=NO_VERSION, status_class="none", judged=False,
-                   served_text=NO_VERSION,
-                   reason_text="nothing to watch until a version is published in the "
-                               "repository")
-    else:
-        phase = row["phase"]
-        row.update(status=phase or "unknown", status_class=phase or "unknown", judged=True,
+    judged = bool(versions) or rt.served is not None
+    row.update(published=versions, judged=judged,
+               status=(row["phase"] or "unknown") if judged else NO_VERSION)
+    if not judged:
+        row.update(phase=None, reason=NOTHING_TO_WATCH)
+    return row
+
+
+def model_view(rt, on_disk: Iterable[str] = ()) -> dict:
+    """model_record plus the words and styles a page shows."""
+    row = model_record(rt, on_disk)
+    if row["judged"]:
+        row.update(status_class=row["status"],
                    served_text=version_text(rt.served, "nothing serves"),
                    reason_text=reason_text(row["reason"]))
+    else:
+        row.update(status_class="none", served_text=NO_VERSION, reason_text=row["reason"])
     return row
 
 
@@ -206,6 +217,21 @@ def versions_table(repository: Path | None, rt, published: list[str] = ()) -> li
             "rejected": rt.desired is not None and rt.desired.is_rejected(v),
             "pinned": v == rt.pinned, "probe": probe.status if probe else None,
         })
+    return rows
+
+
+def quality_table(feedback, model: str, versions: Sequence[dict]) -> list[dict]:
+    """Online quality per version (feedback sums over everything kept) beside the offline test AUC
+    of its manifest. `versions` are versions_table rows; `feedback` a FeedbackStore or None."""
+    if feedback is None:
+        return []
+    offline = {row["version"]: row["metrics"].get("auc") for row in versions}
+    rows = []
+    for _, version in reversed(feedback.versions(model)):
+        windows = feedback.windows(model, version)
+        s = quality_mod.summarise(quality_mod.merged(w for _, w in windows))
+        rows.append({**dataclasses.asdict(s), "version": version, "offline_auc": offline.get(version),
+                     "since": windows[0][0], "until": windows[-1][0] + feedback.window_s})
     return rows
 
 

@@ -10,6 +10,7 @@ from flask import Flask, jsonify
 
 from monitor.access import require_read_access
 from monitor.api import api
+from monitor.feedback_api import feedback_api
 from monitor.pages import pages
 
 
@@ -28,6 +29,7 @@ def create_app(poller, events, token: str | None = None, config_public: dict | N
     app.extensions["sentinel"] = {"poller": poller, "events": events}
     app.before_request(require_read_access)
     app.register_blueprint(api)
+    app.register_blueprint(feedback_api)
     app.register_blueprint(pages)
 
     def _json_error(err):

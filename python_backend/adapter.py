@@ -38,6 +38,19 @@ def version_setup(args: dict) -> tuple[Path, RunnerOptions, dict[str, str]]:
     return version_dir, options, params
 
 
+def backend_metrics(pb_utils: Any, args: dict) -> BackendMetrics:
+    """The version's custom metrics, labelled with the stub's instance. The model config parameter
+    SENTINEL_RESOURCE_METRICS=off turns the stub's memory/CPU metrics off (the benchmark's "off"
+    arm; they are on by default because they cost ~nothing, see docs/benchmarks.md)."""
+    params = json.loads(args["model_config"]).get("parameters", {})
+    setting = params.get("SENTINEL_RESOURCE_METRICS", {}).get("string_value", "on").lower()
+    if setting not in ("on", "off"):
+        raise ValueError(f"SENTINEL_RESOURCE_METRICS must be 'on' or 'off', got {setting!r}")
+    kwargs = {"usage": None} if setting == "off" else {}
+    return BackendMetrics(pb_utils, args["model_name"], args["model_version"],
+                          instance=args.get("model_instance_name"), **kwargs)
+
+
 def read_inputs(request) -> dict[str, np.ndarray]:
     # One inputs() call per request: pb_utils.get_input_tensor_by_name builds the whole tensor
     # list again for every name it looks up.

@@ -2,10 +2,13 @@
 and requests answered with an error response (Triton counts those as successes)."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable
 
 import numpy as np
+
+from python_backend.resources import ProcessUsage, read_process_usage
 
 SCORE_BUCKETS = [round(0.05 * i, 2) for i in range(1, 21)]
 # Every pb_utils metric call is a round trip from the stub to the server (~40 µs measured), which
@@ -24,6 +27,10 @@ NONFINITE = "sentinel_output_nonfinite_total"
 ERRORS = "sentinel_request_errors_total"
 REQUESTS = "sentinel_requests_total"
 ROWS = "sentinel_output_rows_total"
+# Per stub (an instance label: each model instance is its own process, and two stubs writing one
+# gauge would overwrite each other; the sidecar sums the instances of a version).
+STUB_MEMORY = "sentinel_stub_resident_memory_bytes"
+STUB_CPU = "sentinel_stub_cpu_seconds_total"
 
 
 class BackendMetrics:
@@ -31,8 +38,12 @@ class BackendMetrics:
 
     def __init__(self, pb_utils: Any | None, model: str, version: str,
                  clock: Callable[[], float] = time.monotonic,
-                 flush_interval_s: float = FLUSH_INTERVAL_S):
+                 flush_interval_s: float = FLUSH_INTERVAL_S, instance: str | None = None,
+                 usage: Callable[[], ProcessUsage] | None = read_process_usage):
         self._labels = {"model": model, "version": version}
+        # usage=None turns the resource metrics off (the benchmark's "off" arm).
+        self._usage = usage
+        self._cpu_reported = 0.0
         self._enabled = pb_utils is not None
         self._clock = clock
         self._interval = flush_interval_s
@@ -55,6 +66,15 @@ class BackendMetrics:
         self._m_requests = requests.Metric(labels=self._labels)
         self._m_rows = rows.Metric(labels=self._labels)
         self._m_errors: dict[str, Any] = {}
+        if usage is not None:
+            stub = {**self._labels, "instance": instance or f"pid{os.getpid()}"}
+            memory = mf(name=STUB_MEMORY, description="Resident memory of the stub process",
+                        kind=mf.GAUGE)
+            cpu = mf(name=STUB_CPU, description="CPU seconds (user + system) of the stub process",
+                     kind=mf.COUNTER)
+            self._families += [memory, cpu]
+            self._m_memory = memory.Metric(labels=stub)
+            self._m_cpu = cpu.Metric(labels=stub)
 
     def request(self) -> None:
         self._requests += 1
@@ -94,7 +114,20 @@ class BackendMetrics:
             metric.increment(n)
         for value in self.sample().tolist():
             self._m_score.observe(value)
+        if self._usage is not None:
+            self._flush_usage()
         self._reset()
+
+    def _flush_usage(self) -> None:
+        try:
+            usage = self._usage()
+        except OSError:
+            return  # no /proc (not Linux): the version simply has no resource signals
+        self._m_memory.set(usage.rss_bytes)
+        # pb_utils counters only increment: report the CPU used since the last flush.
+        if usage.cpu_seconds > self._cpu_reported:
+            self._m_cpu.increment(usage.cpu_seconds - self._cpu_reported)
+            self._cpu_reported = usage.cpu_seconds
 
     def sample(self) -> np.ndarray:
         """A strided sample of the scores accumulated since the last flush."""

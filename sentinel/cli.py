@@ -53,6 +53,48 @@ def _say_what_serves(repository: Path, model: str, version: str) -> None:
               f"roll the new version out under watch with `sentinel deploy {model} {version}`")
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    """Replay a feedback log (one JSON event per line) into the sidecar's POST /api/feedback."""
+    import json
+
+    import requests
+
+    from sentinel.client import FeedbackClient, FeedbackError
+    token = args.token or os.environ.get("SENTINEL_TOKEN")
+    if not token:
+        print("error: a control token is needed (--token or SENTINEL_TOKEN)", file=sys.stderr)
+        return 2
+    events, bad = [], 0
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    events.append(json.loads(line))
+                except ValueError as exc:
+                    bad += 1
+                    print(f"{args.file}:{n}: not JSON ({exc}); skipped", file=sys.stderr)
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    client = FeedbackClient(args.sidecar, token, batch=args.batch)
+    try:
+        accepted, rejected = client.send(events)
+    except FeedbackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except requests.RequestException as exc:
+        print(f"error: sidecar at {args.sidecar} unreachable: {exc}", file=sys.stderr)
+        return 1
+    for r in rejected[:20]:
+        print(f"rejected event {r['index'] + 1}: {r['reason']}", file=sys.stderr)
+    if len(rejected) > 20:
+        print(f"... and {len(rejected) - 20} more rejected", file=sys.stderr)
+    print(f"{accepted} events accepted, {len(rejected)} rejected, {bad} lines not JSON")
+    return 0 if not rejected and not bad else 1
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     """Ask the sidecar to deploy: it records the intent in the desired state, loads, watches."""
     import requests
@@ -153,7 +195,7 @@ def _add_monitor_flags(p: argparse.ArgumentParser) -> None:
 
 def _run_sidecar(config) -> int:
     from monitor.config import ConfigError
-    from monitor.sidecar import Sidecar
+    from monitor.sidecar import Sidecar, SidecarStartError
     watched = (f"Prometheus {config.prometheus_url} {{{config.prometheus_selector or ''}}}"
                if config.prometheus_url else config.metrics_url)
     try:
@@ -161,10 +203,19 @@ def _run_sidecar(config) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    with sidecar:
+    try:
+        sidecar.start()
+    except SidecarStartError as exc:  # start() has closed what the sidecar opened
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        # An empty read-token secret leaves reading open: say which, so it is not a surprise.
+        reads = "need the read token" if config.read_token else "open to all"
         print(f"Sentinel sidecar watching {watched}\n  pages/API {sidecar.url}  "
-              f"events {config.db_path}\n  Ctrl-C stops it.", flush=True)
+              f"events {config.db_path}\n  reads {reads}\n  Ctrl-C stops it.", flush=True)
         _wait_for_signal()
+    finally:
+        sidecar.stop()
     print("sidecar stopped.", flush=True)
     return 0
 
@@ -258,12 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "accuracy change and the measured speed-up")
     b.add_argument("--repository", default=str(DEFAULT_REPOSITORY), help="model repository (default: %(default)s)")
     b.add_argument("--fault", default=None,
-                   choices=["errors", "latency", "nan", "constant", "shift", "crash", "load_failure"],
+                   choices=["errors", "latency", "nan", "constant", "shift", "crash", "load_failure",
+                            "leak", "cpu", "slow_after"],
                    help="publish a deliberately broken version for tests and demos: errors = 30%% "
                         "of requests get an error; latency = +1 ms and +100%% of compute per batch (about double the request latency); "
                         "nan = NaN scores; constant = every score 0.5; shift = scores shifted +1.5 "
                         "in logit space; crash = the stub dies after 50 requests; load_failure = "
-                        "initialize() raises")
+                        "initialize() raises; leak = 64 KiB kept per request (bounded at 1.5 GiB "
+                        "per stub); cpu = +3 ms and +200%% of compute of busy CPU per request; "
+                        "slow_after = healthy for 215 s (long enough to become known good), then "
+                        "+4 ms and +200%% of compute per batch (about 3x the latency)")
     b.set_defaults(func=cmd_build)
 
     t = sub.add_parser("triton", help="run a real tritonserver on loopback with explicit model control")
@@ -311,6 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--timeout", type=float, default=200.0, help="seconds to wait for the load")
     dp.set_defaults(func=cmd_deploy)
 
+    fbp = sub.add_parser("feedback", help="send outcomes of served predictions (a JSON-lines log) "
+                                          "to the sidecar, for online quality per version")
+    fbp.add_argument("file", help="one event per line: {\"model\", \"version\", \"score\", "
+                                  "\"label\", \"ts\"?, \"list_id\"?, \"rank\"?, ...}")
+    fbp.add_argument("--sidecar", default="http://127.0.0.1:8080", help="the sidecar's URL")
+    fbp.add_argument("--token", default=None, help="control token (default: SENTINEL_TOKEN)")
+    fbp.add_argument("--batch", type=int, default=10_000, help="events per call (at most 10000)")
+    fbp.set_defaults(func=cmd_feedback)
+
     ev = sub.add_parser("events", help="list the sidecar's event log")
     ev.add_argument("--db", default="sentinel-events.sqlite3")
     ev.add_argument("--model", default=None)
@@ -323,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "the rollback; prints a timeline and writes a report")
     dm.add_argument("--scenario", default="errors",
                     choices=["errors", "latency", "nan", "constant", "dead_stub", "load_failure",
-                             "clean"], help="which fault v2 has (default: %(default)s)")
+                             "clean", "leak", "cpu", "slow_after"], help="which fault v2 has (default: %(default)s)")
     dm.add_argument("--keep", action="store_true",
                     help="leave Triton, the sidecar and the load running; print the pages' URL")
     dm.add_argument("--results", default=None, help="where reports go (default: results/)")

@@ -46,3 +46,49 @@ class RankerClient:
 
     def close(self) -> None:
         self.client.close()
+
+
+class FeedbackError(RuntimeError):
+    """The sidecar refused a feedback call as a whole (HTTP status and its message)."""
+
+    def __init__(self, status: int, message: str, accepted_before: int = 0, first_unsent: int = 0):
+        super().__init__(f"HTTP {status}: {message} ({accepted_before} events accepted before it; "
+                         f"events from index {first_unsent} on were not kept)")
+        self.status, self.message = status, message
+        self.accepted_before, self.first_unsent = accepted_before, first_unsent
+
+
+class FeedbackClient:
+    """Sends outcomes of served predictions to the sidecar's POST /api/feedback, in calls of at
+    most `batch` events. Each call's bad events come back with their reasons; the good ones of the
+    call are kept by the sidecar whatever the others."""
+
+    MAX_BATCH = 10_000
+
+    def __init__(self, sidecar_url: str, token: str, timeout_s: float = 30.0,
+                 batch: int = MAX_BATCH, session=None):
+        import requests
+        if not 1 <= batch <= self.MAX_BATCH:
+            raise ValueError(f"batch must be in 1..{self.MAX_BATCH}, got {batch}")
+        self.url = sidecar_url.rstrip("/") + "/api/feedback"
+        self._headers = {"X-Sentinel-Token": token}
+        self._timeout, self._batch = timeout_s, batch
+        self._session = session or requests.Session()
+
+    def send(self, events: Sequence[dict]) -> tuple[int, list[dict]]:
+        """(accepted, rejected) over all calls; a rejected entry's index is into `events`."""
+        accepted, rejected = 0, []
+        for start in range(0, len(events), self._batch):
+            chunk = list(events[start:start + self._batch])
+            r = self._session.post(self.url, json={"events": chunk}, headers=self._headers,
+                                   timeout=self._timeout)
+            body = r.json() if r.headers.get("Content-Type", "").startswith("application/json") \
+                else {"error": r.text[:500]}
+            if r.status_code != 200:
+                raise FeedbackError(r.status_code, body.get("error", ""), accepted, start)
+            accepted += body["accepted"]
+            rejected += [{**x, "index": x["index"] + start} for x in body["rejected"]]
+        return accepted, rejected
+
+    def close(self) -> None:
+        self._session.close()

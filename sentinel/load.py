@@ -40,7 +40,6 @@ class LoadGenerator:
     def _worker(self, k: int) -> None:
         rng = np.random.default_rng(self.seed + k)
         client = RankerClient(self.grpc_url, "grpc", timeout_s=10)
-        period = 1.0 / self.rate_per_client if self.rate_per_client else 0.0
         next_at = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -57,6 +56,8 @@ class LoadGenerator:
                     rec = RequestRecord(ts, False, time.perf_counter() - start, None, str(exc)[:200])
                 with self._lock:
                     self.records.append(rec)
+                # Read every time: a test or scenario may ramp the load while it runs.
+                period = 1.0 / self.rate_per_client if self.rate_per_client else 0.0
                 if period:
                     next_at += period
                     self._stop.wait(max(0.0, next_at - time.monotonic()))

@@ -2,8 +2,7 @@
 python_backend/ so it is testable without a server; publishing copies this file into each version."""
 import triton_python_backend_utils as pb_utils
 
-from python_backend.adapter import execute_batch, version_setup
-from python_backend.metrics import BackendMetrics
+from python_backend.adapter import backend_metrics, execute_batch, version_setup
 from python_backend.ranker_service import RankerService
 
 
@@ -11,7 +10,7 @@ class TritonPythonModel:
     def initialize(self, args):
         version_dir, options, _ = version_setup(args)
         # Keep the metric families referenced for the model's lifetime (pb_utils deletes them).
-        self.metrics = BackendMetrics(pb_utils, args["model_name"], args["model_version"])
+        self.metrics = backend_metrics(pb_utils, args)
         self.service = RankerService(version_dir, options)
 
     def _parse(self, tensors):

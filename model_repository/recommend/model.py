@@ -4,9 +4,8 @@ model calls are Triton BLS requests to whatever versions the server currently se
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from python_backend.adapter import each, execute_batch, version_setup
+from python_backend.adapter import backend_metrics, each, execute_batch, version_setup
 from python_backend.errors import UpstreamError
-from python_backend.metrics import BackendMetrics
 from python_backend.recommend_service import RecommendService
 
 INPUTS = ("user_id", "history", "k", "timestamp", "min_score", "genre")
@@ -40,7 +39,7 @@ class TritonPythonModel:
                 inputs["timestamp"] = np.array([[timestamp]], np.int64)
             return _call(ranker, inputs, ("scores",))[0]
 
-        self.metrics = BackendMetrics(pb_utils, args["model_name"], args["model_version"])
+        self.metrics = backend_metrics(pb_utils, args)
         self.service = RecommendService.from_version(version_dir, candidates, rank,
                                                      int(params.get("CANDIDATES", "100")))
 

@@ -4,8 +4,7 @@ fusion and top-k live in python_backend.search_service."""
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from python_backend.adapter import execute_batch, version_setup
-from python_backend.metrics import BackendMetrics
+from python_backend.adapter import backend_metrics, execute_batch, version_setup
 from python_backend.search_service import SearchService
 
 
@@ -18,7 +17,7 @@ def _respond(r):
 class TritonPythonModel:
     def initialize(self, args):
         version_dir, options, _ = version_setup(args)
-        self.metrics = BackendMetrics(pb_utils, args["model_name"], args["model_version"])
+        self.metrics = backend_metrics(pb_utils, args)
         self.service = SearchService(version_dir, options)
 
     def execute(self, requests):

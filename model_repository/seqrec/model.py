@@ -3,8 +3,7 @@ in python_backend/ so it is testable without a server; publishing copies this fi
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from python_backend.adapter import execute_batch, version_setup
-from python_backend.metrics import BackendMetrics
+from python_backend.adapter import backend_metrics, execute_batch, version_setup
 from python_backend.seqrec_service import SeqrecService
 
 
@@ -17,7 +16,7 @@ def _respond(result):
 class TritonPythonModel:
     def initialize(self, args):
         version_dir, options, _ = version_setup(args)
-        self.metrics = BackendMetrics(pb_utils, args["model_name"], args["model_version"])
+        self.metrics = backend_metrics(pb_utils, args)
         self.service = SeqrecService(version_dir, options)
 
     def execute(self, requests):

@@ -29,6 +29,15 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("load_failure", "load_failure", "load_failure", 30,
              "v2 raises in initialize(): it never becomes ready"),
     Scenario("clean", None, "none", 60, "v2 is a healthy retrain: nothing should happen"),
+    Scenario("leak", "leak", "rollback", 90,
+             "v2 keeps 64 KiB alive per request (a cache without eviction): rolled back long "
+             "before its stub runs out of memory, with the projected exhaustion time"),
+    Scenario("cpu", "cpu", "rollback", 90,
+             "v2 burns several times the CPU per request of v1 (a feature recomputed per candidate)"),
+    # Known good after ~90 s (judgement + known_good_after_s), slow from 215 s: ~2 minutes later.
+    Scenario("slow_after", "slow_after", "rollback", 330,
+             "v2 is healthy and becomes known good, then ~2 minutes later turns ~3x slower (a "
+             "cache that stops fitting): a late regression, rolled back to v1"),
 )}
 
 

@@ -148,12 +148,20 @@ def triton_ports(argv: list[str]) -> dict[str, int]:
     return {name: int(flag(argv, f"{name}-port")) for name in ("http", "grpc", "metrics")}
 
 
-def sidecar_answers(url_or_path: str) -> int:
-    """The status the sidecar's Flask app gives a GET of that path (no token configured)."""
+def sidecar_answers(url_or_path: str, read_token: str | None = None,
+                    send: str | None = None) -> int:
+    """The status the sidecar's Flask app gives a GET of that path: configured with `read_token`
+    (default none) and asked with `send` in the token header (default no header). Its poller has
+    no scrape and no metrics yet, as right after a start."""
+    from prometheus_client import CollectorRegistry
+
+    from monitor.access import TOKEN_HEADER
     from monitor.web import create_app
 
-    app = create_app(SimpleNamespace(last_scrape=None), events=None)
-    return app.test_client().get(urlsplit(url_or_path).path).status_code
+    poller = SimpleNamespace(last_scrape=None, metrics=SimpleNamespace(registry=CollectorRegistry()))
+    app = create_app(poller, events=None, read_token=read_token)
+    headers = {} if send is None else {TOKEN_HEADER: send}
+    return app.test_client().get(urlsplit(url_or_path).path, headers=headers).status_code
 
 
 def url_in(command: list[str]) -> str:

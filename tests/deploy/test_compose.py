@@ -149,19 +149,51 @@ def test_triton_and_the_sidecar_get_the_same_admin_key_and_the_sidecar_its_token
     argv, _ = run_entrypoint(DOCKER / "triton" / "entrypoint.sh", "tritonserver",
                              _triton_env(compose, tmp_path, files), tmp_path)
     key = flag(argv, "http-restricted-api").split("admin-key=", 1)[1]
-    sidecar = services["sidecar"]
-    side_argv, seen = run_entrypoint(DOCKER / "sidecar" / "entrypoint.sh", "sentinel",
-                                     with_files(tmp_path, sidecar["environment"], files), tmp_path,
-                                     sidecar["command"])
-    parsed = build_parser().parse_args(side_argv)
+    parsed, config = _sidecar_with_secrets(compose, tmp_path, files)
     assert parsed.command == "monitor"
-    (cfg,) = sidecar["configs"]
+    (cfg,) = services["sidecar"]["configs"]
     assert parsed.config == cfg["target"]  # the file compose puts there
-    config = load_config(DOCKER / compose["configs"][cfg["source"]]["file"],
-                         env={k: v for k, v in seen.items() if k.startswith("SENTINEL_")})
     assert config.admin_key == key and key.startswith("value of ")
     assert config.token is not None and config.token.startswith("value of ") \
         and config.token != key
+
+
+def _sidecar_with_secrets(compose, tmp_path, files: dict[str, str]):
+    """The sidecar's parsed command line and its config, as its entrypoint starts it on the compose
+    environment with these container files (path -> content) in place."""
+    sidecar = compose["services"]["sidecar"]
+    argv, seen = run_entrypoint(DOCKER / "sidecar" / "entrypoint.sh", "sentinel",
+                                with_files(tmp_path, sidecar["environment"], files), tmp_path,
+                                sidecar["command"])
+    (cfg,) = sidecar["configs"]
+    config = load_config(DOCKER / compose["configs"][cfg["source"]]["file"],
+                         env={k: v for k, v in seen.items() if k.startswith("SENTINEL_")})
+    return build_parser().parse_args(argv), config
+
+
+def test_the_read_token_is_an_optional_secret_that_leaves_checks_and_scrapes_open(compose,
+                                                                                  tmp_path):
+    """A read token reaches the sidecar from a secret file, as the control token does, and an empty
+    file leaves reading open. With one, reads need it, while compose's health check and
+    Prometheus's scrape of the sidecar still get in without it."""
+    secrets = {f"/run/secrets/{name}": f"value of {name}" for name in compose["secrets"]}
+    _, config = _sidecar_with_secrets(compose, tmp_path, secrets)
+    read = config.read_token
+    assert read is not None and read not in (config.token, config.admin_key)
+    (path,) = [p for p, value in secrets.items() if value == read]  # the file it came from
+    sidecar = compose["services"]["sidecar"]
+    assert PurePosixPath(path).name in sidecar["secrets"]
+    prometheus = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
+    (scrape,) = [j for j in prometheus["scrape_configs"] for sc in j["static_configs"]
+                 for t in sc["targets"] if t.split(":")[0] == "sidecar"]
+    for open_path in (url_in(sidecar["healthcheck"]["test"]),
+                      scrape.get("metrics_path", "/metrics")):  # Prometheus's default path
+        assert sidecar_answers(open_path, read) == 200, open_path
+    assert sidecar_answers("/api/openapi.json", read) == 401
+    assert sidecar_answers("/api/openapi.json", read, send=read) == 200
+    _, unset = _sidecar_with_secrets(compose, tmp_path, {**secrets, path: ""})
+    assert unset.read_token is None and unset.token == config.token
+    assert sidecar_answers("/api/openapi.json", unset.read_token) == 200
 
 
 def test_volumes_share_the_repository_read_only_for_serving(compose, sidecar_config, tmp_path):

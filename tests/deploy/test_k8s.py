@@ -146,19 +146,54 @@ def test_secrets_reach_triton_and_the_sidecar_as_the_same_key(kustomization, obj
     argv, _ = run_entrypoint(DOCKER / "triton" / "entrypoint.sh", "tritonserver", triton_env,
                              tmp_path)
     key = flag(argv, "http-restricted-api").split("admin-key=", 1)[1]
-    side_env = with_files(tmp_path, {k: v for k, v in _env(sidecar).items() if v is not None},
-                          content)
-    side_argv, seen = run_entrypoint(DOCKER / "sidecar" / "entrypoint.sh", "sentinel", side_env,
-                                     tmp_path, sidecar["args"])
-    parsed = build_parser().parse_args(side_argv)  # the container runs `sentinel monitor`
+    parsed, with_secrets = _sidecar_with_secrets(objects, sidecar, tmp_path, content)
     assert parsed.command == "monitor" and parsed.config == _config_path(sidecar)
-    config_path = tmp_path / "sentinel.toml"
-    config_path.write_text(objects[("ConfigMap", "sentinel-policy")]["data"]["sentinel.toml"])
-    with_secrets = load_config(config_path, env={k: v for k, v in seen.items()
-                                                 if k.startswith("SENTINEL_")})
     assert with_secrets.admin_key == key == "value of admin-key"
     assert with_secrets.token == "value of sidecar-token"
     assert config.admin_key is None and config.token is None  # not in the ConfigMap
+
+
+def _sidecar_with_secrets(objects, sidecar, tmp_path, content: dict[str, str]):
+    """The sidecar's parsed command line and its config, as its entrypoint starts it on the
+    manifest's environment and ConfigMap with these container files (path -> content) in place."""
+    side_env = with_files(tmp_path, {k: v for k, v in _env(sidecar).items() if v is not None},
+                          content)
+    argv, seen = run_entrypoint(DOCKER / "sidecar" / "entrypoint.sh", "sentinel", side_env,
+                                tmp_path, sidecar["args"])
+    config_path = tmp_path / "sentinel.toml"
+    config_path.write_text(objects[("ConfigMap", "sentinel-policy")]["data"]["sentinel.toml"])
+    config = load_config(config_path, env={k: v for k, v in seen.items()
+                                           if k.startswith("SENTINEL_")})
+    return build_parser().parse_args(argv), config  # the container runs `sentinel monitor`
+
+
+def test_the_read_token_is_an_optional_secret_that_leaves_probes_and_scrapes_open(
+        kustomization, objects, pod, tmp_path):
+    """A read token reaches the sidecar from the generated Secret, as the control token does, and
+    an empty file leaves reading open. With one, reads need it, while the kubelet's probes and the
+    PodMonitor's scrape of the sidecar still get in without it."""
+    (generator,) = kustomization["secretGenerator"]
+    sidecar = _containers(pod)["sidecar"]
+    secret_dir = _mounts(sidecar)["sentinel-secrets"]["mountPath"]
+    keys = [f.split("=", 1)[0] for f in generator["files"]]
+    content = {f"{secret_dir}/{key}": f"value of {key}" for key in keys}
+    _, config = _sidecar_with_secrets(objects, sidecar, tmp_path, content)
+    read = config.read_token
+    assert read is not None and read not in (config.token, config.admin_key)
+    (path,) = [p for p, value in content.items() if value == read]  # the key it came from
+    port = _ports(sidecar)
+    monitor = objects[("PodMonitor", "sentinel-ranker")]["spec"]
+    open_paths = [sidecar[probe]["httpGet"]["path"] for probe in ("readinessProbe", "livenessProbe")]
+    open_paths += [e.get("path", "/metrics") for e in monitor["podMetricsEndpoints"]
+                   if e["port"] in port]  # the operator's default path
+    assert len(open_paths) == 3
+    for open_path in open_paths:
+        assert sidecar_answers(open_path, read) == 200, open_path
+    assert sidecar_answers("/api/openapi.json", read) == 401
+    assert sidecar_answers("/api/openapi.json", read, send=read) == 200
+    _, unset = _sidecar_with_secrets(objects, sidecar, tmp_path, {**content, path: ""})
+    assert unset.read_token is None and unset.token == config.token
+    assert sidecar_answers("/api/openapi.json", unset.read_token) == 200
 
 
 def _config_path(sidecar) -> str:

@@ -1,18 +1,20 @@
 """The sidecar against a real tritonserver under steady gRPC load, through the demo's own engine
 (sentinel.demo): every fault kind is acted on, and nothing is done on clean traffic, a clean
 deploy, a restart. Scenarios run in file order on one server, each from version 1 serving."""
+import threading
 import time
 
 import pytest
 import requests
 
+from build_scripts.ranker_build import FAULT_PRESETS
 from sentinel.demo.scenarios import SCENARIOS, run_scenario
 from sentinel.demo.session import TOKEN, DemoSession, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 VERSIONS = {"1": None, "2": "errors", "3": "latency", "4": "nan", "5": "constant", "6": "crash",
-            "7": "load_failure", "8": None}
+            "7": "load_failure", "8": None, "9": "leak", "10": "slow_after"}
 # Scenario → (version, seconds from activation to the action the issue asks for)
 # latency: 16 s here; 45 s once in CI, where v1's own latency drifted 2.3 -> 3.7 ms on the shared
 # host before v3 (5.99 ms) was deployed, so the step was +60 % over a noisy baseline, not x2.
@@ -93,6 +95,72 @@ def test_scenario(session, name):
     if name == "clean":
         assert not result.actions and result.failed == 0
         assert not [e for e in result.events if e.kind == "detection"]
+
+
+def test_leaking_version_is_rolled_back_long_before_exhaustion(session):
+    """Issue 14: v9 keeps 64 KiB per request. It is rolled back while its stubs still serve
+    (no reload, no failed request), with the projected exhaustion time in the evidence."""
+    assert wait_for(session.warm, 150) is not None, "v1 not known good with warm detectors"
+    result = run_scenario(session, SCENARIOS["leak"], "9")
+    report(session, result.activated_at, "leak")
+    assert result.passed, f"leak: expected a rollback, got {result.outcome}"
+    took = result.recovered_at - result.activated_at
+    print(f"[leak] rolled back {took:.1f}s after activation: {result.decision_reason}")
+    assert took <= 90 and result.final_version == "1"
+    assert not [a for a in result.actions if a[1] == "reload"], "the stub must not have died"
+    assert result.failed == 0, "no request may fail: the stub was never killed"
+    decision = next(e for e in result.events if e.kind == "decision" and e.action == "rollback")
+    growth = next(i for i in decision.evidence["items"] if i["type"] == "MemoryGrowth")
+    assert growth["leaking"] and growth["version"] == "9"
+    assert growth["seconds_to_limit"] > 0 and growth["exhausted_at"] > result.recovered_at
+    assert growth["memory_bytes"] < 0.5 * growth["limit_bytes"]
+    assert "reached in" in decision.reason
+
+
+def test_late_slowdown_is_rolled_back_and_rising_load_is_not(session):
+    """Issue 14: v10 serves cleanly while the load rises by 60 %, becomes known good, and turns
+    ~3x slower about 2 minutes later: the rising load is left alone, the slowdown is rolled back
+    to the previous known-good version (v1)."""
+    assert wait_for(session.warm, 150) is not None, "v1 not known good with warm detectors"
+    load = session.load
+    base_rate = load.rate_per_client
+    after_s = FAULT_PRESETS["slow_after"]["after_s"]
+    stop = threading.Event()
+
+    def ramp():  # 100 -> 160 requests/s over the first 90 s of v10, then held
+        for step in range(1, 16):
+            if stop.wait(6.0):
+                return
+            load.rate_per_client = base_rate * (1 + 0.6 * step / 15)
+
+    ramper = threading.Thread(target=ramp, daemon=True)
+    start = time.time()
+    ok, detail = session.deploy("10", reason=SCENARIOS["slow_after"].story)
+    assert ok, detail
+    ramper.start()
+    try:
+        known = wait_for(lambda: session.events(start, kind="known_good"), 150)
+        assert known is not None, "v10 never became known good"
+        kg_at = session.events(start, kind="known_good")[0].ts
+        slow_at = start + after_s
+        print(f"[slow_after] known good {kg_at - start:.0f}s after the deploy; slow from "
+              f"{after_s:.0f}s, {slow_at - kg_at:.0f}s after becoming known good")
+        assert slow_at - kg_at >= 110, "the slowdown must come ~2 minutes after known good"
+        rolled = wait_for(lambda: actions(session, start, "rollback"), after_s + 90 - (time.time() - start))
+    finally:
+        stop.set()
+        ramper.join()
+        load.rate_per_client = base_rate
+    report(session, start, "slow_after")
+    assert rolled is not None, "the late slowdown was not rolled back"
+    rollback = actions(session, start, "rollback")[0]
+    took = rollback.ts - slow_at
+    print(f"[slow_after] rolled back {took:.1f}s after the slowdown: {rollback.reason[:200]}")
+    assert rollback.ts >= slow_at, "nothing may be done while v10 is clean under rising load"
+    assert rollback.version == "1" and rollback.outcome == "ok"
+    assert took <= 60
+    assert session.served() == "1"
+    assert load.served(start, slow_at) > 100 * 200, "the load must have risen and been served"
 
 
 def test_killed_stub_is_reloaded_and_serves_again(session):

@@ -17,7 +17,11 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
+
+from monitor import feedback as fb
 from monitor.config import MonitorConfig
+from monitor.feedback_store import FeedbackStore
 from monitor.eventlog import EventLog
 from monitor.types import (Decision, Event, FrozenDict, KnownGoodState, Scrape, ScoreHistogram,
                              VersionSample, VersionState)
@@ -144,8 +148,16 @@ def build_fleet(now: float | None = None):
     models["broken"] = broken
 
     published = {"ranker": ["1", "2", "3"], "recommender": ["1"], "empty": [], "broken": ["1"]}
+    # Feedback: v1 ranks as its test AUC says; v2 (rolled back) got a few hundred outcomes.
+    feedback = FeedbackStore(":memory:", clock=lambda: now)
+    rng = np.random.default_rng(0)
+    for version, n, strength in (("1", 3000, 1.2), ("2", 400, -1.2)):
+        y = rng.random(n) < 0.3
+        scores = 1 / (1 + np.exp(-(rng.normal(size=n) + strength * y)))
+        feedback.add(fb.sums([fb.FeedbackEvent("ranker", version, float(p), float(l), now - 200)
+                              for p, l in zip(scores, y)], feedback.window_s))
     poller = SimpleNamespace(
-        lock=threading.RLock(), models=models, store=store,
+        lock=threading.RLock(), models=models, store=store, feedback=feedback,
         last_scrape=Scrape(ts=now - 1, phase="ok"),
         detector_configs=default_detector_configs(),
         repository_versions=lambda model: list(published.get(model, [])))

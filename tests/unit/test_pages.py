@@ -5,6 +5,7 @@ import html
 import re
 
 import pytest
+import schemathesis
 
 from monitor import views
 from monitor.types import Decision
@@ -83,6 +84,31 @@ def test_a_published_model_that_serves_nothing_still_counts(fleet):
     assert "Nothing serves" in visible_text(get(client, "/models/broken"))
 
 
+def test_the_api_says_what_the_pages_say_and_keeps_to_its_document(fleet):
+    client, *_ = fleet
+    page = get(client, "/")
+    listed = client.get("/api/models")
+    models = {m["model"]: m for m in listed.get_json()["models"]}
+    assert set(models) == {"ranker", "recommender", "empty", "broken"}
+    for name, m in models.items():
+        row = re.search(rf'<tr id="model-{name}">.*?<span class="phase phase-[\w-]+">([^<]*)</span>',
+                        page, re.S)
+        assert m["status"] == row.group(1), name
+        assert client.get(f"/api/models/{name}").get_json() == m
+    empty = models["empty"]  # its judge said "inconclusive": the API does not repeat it
+    assert (empty["status"], empty["phase"], empty["judged"], empty["published"]) == \
+        ("no version published", None, False, [])
+    assert empty["reason"] == views.NOTHING_TO_WATCH
+    # Published but failed to load: judged, and inconclusive as the page says.
+    assert (models["broken"]["phase"], models["broken"]["judged"]) == ("inconclusive", True)
+    assert models["broken"]["published"] == ["1"]
+    # Every field written is one the OpenAPI document names, with the type and values it allows
+    # (schemathesis's own check; the fuzz run in tests/integration has no unpublished model).
+    schema = schemathesis.openapi.from_wsgi("/api/openapi.json", client.application)
+    schema["/api/models"]["GET"].validate_response(listed)
+    schema["/api/models/{model}"]["GET"].validate_response(client.get("/api/models/empty"))
+
+
 def test_fleet_phase_is_the_worst_judged_phase():
     def row(model, status, judged=True):
         return {"model": model, "status": status, "judged": judged}
@@ -135,3 +161,16 @@ def test_the_action_form_is_not_on_a_page_that_reloads_itself(fleet):
     assert 'id="action-form"' not in live and 'href="?window=900&amp;refresh=0#actions"' in live
     paused = get(client, "/models/ranker")
     assert '<meta http-equiv="refresh"' not in paused and 'id="action-form"' in paused
+
+
+def test_model_page_shows_online_quality_per_version_beside_the_manifests_test_auc(fleet):
+    client, *_ = fleet
+    page = get(client, "/models/ranker")
+    rows = dict(re.findall(r'<tr id="quality-(\d+)">(.*?)</tr>', page, flags=re.S))
+    assert sorted(rows) == ["1", "2"]
+    v1, v2 = visible_text(rows["1"]), visible_text(rows["2"])
+    assert "3000 (" in v1 and "400 (" in v2
+    online = {v: float(re.search(r"(\d\.\d{3}) ± ", t).group(1)) for v, t in (("1", v1), ("2", v2))}
+    assert online["1"] > 0.7 and online["2"] < 0.3  # v2's outcomes were reversed
+    empty_page = get(client, "/models/recommender")
+    assert "No feedback received for this model" in visible_text(empty_page)

@@ -1,20 +1,26 @@
 """The sidecar's HTTP server and access rules over real loopback HTTP (port 0), without Triton behind
 it: the poller's scrapes fail, which is all these tests need (issue 16, hardening)."""
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
 from monitor.config import load_config
-from monitor.sidecar import Sidecar, listen_socket
+from monitor.sidecar import Sidecar, SidecarStartError, listen_socket
 from monitor.pages import CSRF_MESSAGE
 from monitor.access import READ_COOKIE
 from sentinel.triton import free_port
 
 TOKEN = "c0ntrol-t0ken"
 READ = "r3ad-t0ken"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -78,10 +84,62 @@ def test_served_by_waitress_on_port_0_with_one_poller_and_a_clean_stop(sidecar):
     listen_socket("127.0.0.1", sc.port).close()  # the port is free again
 
 
-def test_a_port_in_use_fails_at_start(sidecar, tmp_path):
-    first = sidecar()
-    with pytest.raises(OSError):
-        sidecar(port=first.port)
+def _open_under(directory: Path) -> list[str]:
+    """Files under `directory` this process holds open (the event log, its -wal and -shm)."""
+    out = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed between the listing and the read
+            continue
+        if target.startswith(str(directory)):
+            out.append(target)
+    return out
+
+
+def _new_threads(before: set[threading.Thread]) -> list[str]:
+    return [t.name for t in threading.enumerate() if t not in before]
+
+
+def test_a_port_in_use_fails_at_start_with_a_clear_error_and_leaves_nothing_open(tmp_path):
+    db_dir = tmp_path / "log"
+    db_dir.mkdir()
+    settings = {"triton_url": f"http://127.0.0.1:{free_port()}",
+                "metrics_url": f"http://127.0.0.1:{free_port()}/metrics",
+                "repository": str(tmp_path), "db_path": str(db_dir / "ev.sqlite3"),
+                "interval_s": 0.2}
+    with socket.socket() as taken:  # another process's server on the port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        before = set(threading.enumerate())
+        sc = Sidecar(load_config(None, env={}, overrides={**settings, "port": port}))
+        assert _open_under(db_dir) and _new_threads(before)  # the log, the alert sender
+        with pytest.raises(SidecarStartError, match=f"cannot listen on 127.0.0.1:{port}: "
+                                                    "Address already in use") as failed:
+            sc.start()
+        assert (failed.value.host, failed.value.port) == ("127.0.0.1", port)
+        assert _open_under(db_dir) == [] and _new_threads(before) == []
+        # The other server still has its port: the failed start closed only what it opened.
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+    # The log is whole and free: a new sidecar on a free port opens it, starts and serves.
+    with Sidecar(load_config(None, env={}, overrides={**settings, "port": 0})) as second:
+        assert get(second, "/api/events").status_code == 200
+    assert _open_under(db_dir) == []
+
+
+def test_the_cli_says_the_port_is_taken_and_exits_1(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run(
+            [sys.executable, "-m", "sentinel.cli", "monitor", "--repository", str(tmp_path),
+             "--port", str(port), "--db", str(tmp_path / "ev.sqlite3")],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stderr.strip() == f"error: {SidecarStartError('127.0.0.1', port, 'Address already in use')}"
 
 
 # ---------------------------------------------------------------------- CSRF

@@ -1,0 +1,137 @@
+"""Prediction drift: has a version's score distribution moved away from another's (or its own
+earlier one)? Before labels arrive this is the only quality signal there is.
+
+The backend's score histogram (python_backend/metrics.py, a strided sample of every request's
+scores) is scraped as cumulative bucket counts; `ScoreWindows` turns consecutive scrapes into
+per-window bucket counts per (model, version), bounded by time. `compare` is a chi-square test of
+homogeneity on two count vectors with an effect size, the population stability index (PSI): with
+hundreds of thousands of sampled scores any difference is "significant", so a drift needs both a
+tiny p-value and a PSI past a practical threshold (0.2 is the usual "significant shift")."""
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sstats
+
+from monitor.types import Scrape
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    min_samples: int = 2000     # sampled scores on each side before anything is said
+    max_p_value: float = 1e-6
+    min_psi: float = 0.2
+
+
+@dataclass(frozen=True)
+class DriftFinding:
+    """One distribution against another; evidence in decisions and retrain events."""
+
+    model: str
+    version: str
+    against: str                # "version 1" or "its own first hours"
+    p_value: float
+    psi: float
+    samples: int
+    reference_samples: int
+    drifted: bool
+    mean: float = math.nan           # bucket-midpoint means, for the reason text
+    reference_mean: float = math.nan
+
+
+def compare(model: str, version: str, counts: np.ndarray, reference: np.ndarray, against: str,
+            bounds: tuple[float, ...] = (), config: DriftConfig = DriftConfig()) -> DriftFinding | None:
+    """None while either side has fewer than `min_samples`."""
+    counts, reference = np.asarray(counts, float), np.asarray(reference, float)
+    n, m = counts.sum(), reference.sum()
+    if n < config.min_samples or m < config.min_samples or counts.size != reference.size:
+        return None
+    used = (counts + reference) > 0
+    table = np.vstack([counts[used], reference[used]])
+    if table.shape[1] < 2:
+        p = 1.0
+    else:
+        p = float(sstats.chi2_contingency(table, correction=False)[1])
+    # PSI with a half-count floor per bucket, so an empty bucket does not make it infinite.
+    a = (counts + 0.5) / (n + 0.5 * counts.size)
+    b = (reference + 0.5) / (m + 0.5 * reference.size)
+    psi = float(((a - b) * np.log(a / b)).sum())
+    mids = _midpoints(bounds, counts.size)
+    return DriftFinding(model, version, against, p, psi, int(n), int(m),
+                        drifted=p <= config.max_p_value and psi >= config.min_psi,
+                        mean=float((mids * counts).sum() / n), reference_mean=float((mids * reference).sum() / m))
+
+
+def _midpoints(bounds: tuple[float, ...], k: int) -> np.ndarray:
+    if len(bounds) != k:
+        return np.arange(k, dtype=float)
+    finite = [b for b in bounds if math.isfinite(b)]
+    lower = [0.0 if not finite else min(0.0, finite[0])] + finite
+    return np.array([(lo + hi) / 2 if math.isfinite(hi) else lo
+                     for lo, hi in zip(lower, bounds)], float)
+
+
+class ScoreWindows:
+    """Per-window bucket counts of each (model, version)'s sampled scores, from scrapes.
+
+    Only the newest cumulative histogram of each series is kept besides the windows; a drop in any
+    bucket (a restart or a reload: counters reset) starts the series again from the new counts."""
+
+    def __init__(self, window_s: float = 300.0, retention_s: float = 86400.0):
+        self.window_s, self.retention_s = window_s, retention_s
+        self._last: dict[Key, np.ndarray] = {}
+        self.bounds: dict[Key, tuple[float, ...]] = {}
+        self._windows: dict[Key, collections.OrderedDict] = {}
+
+    def add(self, scrape: Scrape) -> None:
+        if not scrape.ok:
+            return
+        start = math.floor(scrape.ts / self.window_s) * self.window_s
+        for s in scrape.samples:
+            if s.score is None:
+                continue
+            key = (s.model, s.version)
+            cum = np.asarray(s.score.counts, float)
+            last = self._last.get(key)
+            if last is None or last.size != cum.size or self.bounds.get(key) != s.score.bounds:
+                self.bounds[key] = s.score.bounds
+                self._last[key] = cum
+                continue  # the first sample is a level, not an interval
+            delta = cum - last
+            self._last[key] = cum
+            if (delta < 0).any():
+                continue  # counters restarted: this interval's counts are unknown
+            bucket_delta = np.diff(delta, prepend=0.0)
+            if bucket_delta.sum() <= 0:
+                continue
+            windows = self._windows.setdefault(key, collections.OrderedDict())
+            if start in windows:
+                windows[start] = windows[start] + bucket_delta
+            else:
+                windows[start] = bucket_delta
+        cutoff = scrape.ts - self.retention_s
+        for windows in self._windows.values():
+            while windows and next(iter(windows)) < cutoff:
+                windows.popitem(last=False)
+
+    def counts(self, model: str, version: str, since: float | None = None,
+               until: float | None = None) -> np.ndarray | None:
+        windows = self._windows.get((model, version))
+        if not windows:
+            return None
+        lo = -math.inf if since is None else since
+        hi = math.inf if until is None else until
+        picked = [c for start, c in windows.items() if lo <= start < hi]
+        return np.sum(picked, axis=0) if picked else None
+
+    def span(self, model: str, version: str) -> tuple[float, float] | None:
+        windows = self._windows.get((model, version))
+        if not windows:
+            return None
+        starts = list(windows)
+        return starts[0], starts[-1] + self.window_s

@@ -1,0 +1,194 @@
+"""Prediction drift before labels arrive, and the retrain trigger when quality falls with no version
+to blame: the pure tests, the windows built from scrapes, the judge's checks and the runner."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from monitor import drift, feedback as fb
+from monitor.decide import decide
+from monitor.feedback_store import FeedbackStore
+from monitor.judge import Judge
+from monitor.retrain import RetrainRunner
+from monitor.runtime import ModelRuntime, MonitorMetrics, default_detector_configs
+from monitor.store import SeriesStore
+from monitor.types import Policy, Scrape, ScoreHistogram, VersionSample
+from sentinel.desired_state import DesiredState, KnownGood
+from tests.unit.test_decide import make_inputs
+
+BOUNDS = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (float("inf"),)
+
+
+def _counts(rng, n, loc=0.0):
+    scores = 1 / (1 + np.exp(-(rng.normal(size=n) + loc)))
+    return np.histogram(scores, bins=[0, *BOUNDS[:-1], 1.0])[0].astype(float)
+
+
+def test_the_same_distribution_is_not_drift_and_a_moved_one_is():
+    rng = np.random.default_rng(1)
+    ref = _counts(rng, 50_000)
+    same = drift.compare("m", "2", _counts(rng, 20_000), ref, "version 1", BOUNDS)
+    moved = drift.compare("m", "2", _counts(rng, 20_000, loc=1.0), ref, "version 1", BOUNDS)
+    assert not same.drifted and same.psi < 0.01
+    assert moved.drifted and moved.psi > 0.2 and moved.p_value < 1e-6 and moved.mean > moved.reference_mean
+
+
+def test_a_significant_but_small_shift_is_not_drift():
+    rng = np.random.default_rng(2)
+    ref = _counts(rng, 2_000_000)
+    small = drift.compare("m", "2", _counts(rng, 2_000_000, loc=0.1), ref, "version 1", BOUNDS)
+    assert small.p_value < 1e-6 and small.psi < 0.2 and not small.drifted
+
+
+def test_nothing_is_said_on_too_few_scores():
+    rng = np.random.default_rng(3)
+    assert drift.compare("m", "2", _counts(rng, 500), _counts(rng, 50_000), "v1", BOUNDS) is None
+
+
+def _scrape(ts, cum_by_version, model="m"):
+    return Scrape(ts=ts, phase="ok", samples=tuple(
+        VersionSample(model, v, score=ScoreHistogram(BOUNDS, tuple(np.cumsum(c)), 0.0, float(sum(c))))
+        for v, c in cum_by_version.items()))
+
+
+def test_score_windows_count_intervals_and_skip_a_counter_reset():
+    w = drift.ScoreWindows(window_s=60)
+    per_step = np.zeros(20)
+    per_step[10] = 100
+    totals = np.zeros(20)
+    for k in range(5):
+        totals = totals + per_step
+        w.add(_scrape(1000.0 + 10 * k, {"1": totals}))
+    assert w.counts("m", "1").sum() == 400  # 5 scrapes: the first is a level, 4 intervals
+    w.add(_scrape(1050.0, {"1": per_step}))  # restarted: counts went down
+    w.add(_scrape(1060.0, {"1": 2 * per_step}))
+    assert w.counts("m", "1").sum() == 500
+    assert w.counts("m", "1", since=1080.0) is None  # windows start at multiples of 60 s
+    assert w.span("m", "1") == (960.0, 1080.0)
+
+
+# ------------------------------------------------------------------ decisions
+
+
+def _finding(drifted=True):
+    return drift.DriftFinding("ranker", "2", "version 1", 1e-20 if drifted else 0.5,
+                              0.8 if drifted else 0.01, 9000, 40000, drifted, 0.6, 0.4)
+
+
+def test_drift_is_a_warning_that_keeps_the_version_from_known_good():
+    d = decide(make_inputs(drift=_finding()))
+    assert (d.phase, d.action) == ("inconclusive", "alert") and "PSI 0.80" in d.reason
+    assert decide(make_inputs(drift=_finding(drifted=False))).phase == "healthy"
+
+
+def test_drift_with_quality_evidence_that_it_ranks_as_well_is_settled():
+    from tests.unit.test_feedback import _assessment
+    assert decide(make_inputs(drift=_finding(), quality=_assessment("ok"))).phase == "healthy"
+    worse = decide(make_inputs(drift=_finding(), quality=_assessment("worse")))
+    assert worse.action == "rollback" and "also: prediction drift" in worse.reason
+
+
+def test_drift_rolls_back_on_its_own_only_when_configured_to():
+    d = decide(make_inputs(drift=_finding()), Policy(drift_rollback=True))
+    assert (d.action, d.target_version) == ("rollback", "1")
+
+
+# ------------------------------------------------------------------ the judge's checks
+
+
+NOW = 1_700_000_000.0
+
+
+def _judge(feedback):
+    return Judge(SeriesStore(clock=lambda: NOW), Policy(), default_detector_configs(),
+                 MonitorMetrics(CollectorRegistry()), 1.0, feedback=feedback)
+
+
+def _known_good_runtime(version="1"):
+    rt = ModelRuntime("ranker", {})
+    rt.served, rt.activated_at = version, NOW - 86400
+    rt.desired = DesiredState("ranker", version, known_good=(KnownGood(version, NOW - 80000),))
+    return rt
+
+
+def _feed(store, version, n, ts, strength, seed):
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < 0.3
+    s = 1 / (1 + np.exp(-(rng.normal(size=n) + strength * y)))
+    store.add(fb.sums([fb.FeedbackEvent("ranker", version, float(a), float(b), ts)
+                       for a, b in zip(s, y)], store.window_s))
+
+
+def test_the_known_good_versions_quality_falling_asks_for_a_retrain():
+    store = FeedbackStore(":memory:", clock=lambda: NOW)
+    _feed(store, "1", 4000, NOW - 7200, 1.5, seed=1)  # its earlier hours
+    judge = _judge(store)
+    rt = _known_good_runtime()
+    assert judge.retrain_check(rt, NOW) is None  # nothing recent yet
+    _feed(store, "1", 3000, NOW - 600, 1.5, seed=2)
+    assert judge.retrain_check(rt, NOW) is None  # as good as before
+    _feed(store, "1", 6000, NOW - 300, -0.5, seed=3)  # the world changed under it
+    reason, evidence = judge.retrain_check(rt, NOW)
+    assert "online quality of version 1 fell" in reason and "retrain" in reason
+    assert evidence["quality"]["verdict"] == "worse"
+
+
+def test_a_version_under_watch_is_judged_against_its_reference_not_retrained():
+    store = FeedbackStore(":memory:", clock=lambda: NOW)
+    judge = _judge(store)
+    rt = _known_good_runtime()
+    rt.served, rt.activated_at = "2", NOW - 900
+    _feed(store, "2", 3000, NOW - 300, -0.5, seed=4)
+    assert judge.retrain_check(rt, NOW) is None
+
+
+def test_the_known_good_versions_scores_moving_asks_for_a_retrain():
+    judge = _judge(None)
+    rt = _known_good_runtime()
+    rng = np.random.default_rng(5)
+    totals = np.zeros(20)
+    t = NOW - 3 * 3600
+    while t < NOW:
+        totals = totals + _counts(rng, 400, loc=0.0 if t < NOW - 1200 else 1.5)
+        judge.scores.add(_scrape(t, {"1": totals}, model="ranker"))
+        t += 30
+    reason, evidence = judge.retrain_check(rt, NOW)
+    assert "scores of version 1 moved" in reason and evidence["drift"]["drifted"]
+
+
+# ------------------------------------------------------------------ the runner
+
+
+def test_the_retrain_command_runs_once_per_cooldown_with_the_model_in_its_environment(tmp_path):
+    out = tmp_path / "ran"
+    now = [1000.0]
+    runner = RetrainRunner(f"{sys.executable} -c \"import os; open('{out}', 'a').write("
+                           f"os.environ['SENTINEL_RETRAIN_MODEL'] + '\\n')\"", cooldown_s=600,
+                           log_dir=tmp_path, clock=lambda: now[0])
+    first = runner.trigger("ranker", "quality fell")
+    assert first.triggered and "pid" in first.detail
+    assert not runner.trigger("ranker", "again").triggered
+    now[0] += 601
+    assert runner.trigger("ranker", "later").triggered
+    for _ in range(100):
+        if out.exists() and out.read_text().count("\n") == 2:
+            break
+        time.sleep(0.05)
+    assert out.read_text() == "ranker\nranker\n"
+
+
+def test_a_command_that_cannot_start_is_reported_not_raised(tmp_path):
+    runner = RetrainRunner(str(tmp_path / "no-such-builder"), cooldown_s=0)
+    outcome = runner.trigger("ranker", "why")
+    assert outcome.triggered and "cannot start" in outcome.detail
+
+
+def test_without_a_command_it_records_and_alerts_only():
+    outcome = RetrainRunner(None, cooldown_s=0).trigger("ranker", "why")
+    assert outcome.triggered and "no retrain_command" in outcome.detail
+    assert os.environ.get("SENTINEL_RETRAIN_MODEL") is None

@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
 
 .PHONY: setup test demo clean
+# make demo SCENARIO=quality: any scenario of `sentinel demo --help`
+SCENARIO ?= errors
 
 setup: $(STAMP)
 
@@ -23,7 +25,7 @@ test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 demo: setup
-	$(BIN)/sentinel demo
+	$(BIN)/sentinel demo --scenario $(SCENARIO)
 
 clean:
 	rm -rf $(VENV) results

@@ -35,6 +35,8 @@ _HOUR_S = 3600.0
 # a probe that gets it needs no failure statistics to know the stub is dead.
 _DEAD_STUB_MARKERS = ("Stub process", "is not healthy")
 _ACTION_RANK = {"rollback": 2, "reload": 2, "alert": 1, "none": 0}
+# Signals that move with the inputs as much as with the version.
+_SCORE_SIGNALS = ("score_mean", "score_std")
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,18 @@ def _detections(inputs: DecisionInputs, policy: Policy) -> _Verdict | None:
     ]
     if not served_bad:
         return None
+    if inputs.inputs_drifted:
+        explained = [d for d in served_bad if d.signal in _SCORE_SIGNALS]
+        served_bad = [d for d in served_bad if d.signal not in _SCORE_SIGNALS]
+        if not served_bad:
+            return _Verdict(
+                "degraded",
+                "alert",
+                f"{_describe(explained)}, while the known-good version's own scores moved against "
+                f"its earlier hours: the inputs drifted, not attributable to version {served} "
+                f"(a retrain is asked for)",
+                evidence=tuple(explained),
+            )
     elsewhere = [d for d in recent if d.version != served] + [
         d for d in inputs.other_model_detections if _is_bad_recent(d, inputs, policy)
     ]

@@ -82,7 +82,9 @@ class ScoreWindows:
     Only the newest cumulative histogram of each series is kept besides the windows; a drop in any
     bucket (a restart or a reload: counters reset) starts the series again from the new counts."""
 
-    def __init__(self, window_s: float = 300.0, retention_s: float = 86400.0):
+    # One-minute windows: fine enough to split "the last few minutes" from "before", and still
+    # only 20 floats a minute per version.
+    def __init__(self, window_s: float = 60.0, retention_s: float = 86400.0):
         self.window_s, self.retention_s = window_s, retention_s
         self._last: dict[Key, np.ndarray] = {}
         self.bounds: dict[Key, tuple[float, ...]] = {}

@@ -179,7 +179,7 @@ class Judge:
 
     def assess_drift(self, rt: ModelRuntime) -> drift_mod.DriftFinding | None:
         """The sampled scores of a served version that is not yet known good, since its
-        activation, against the reference version's newest `quality_reference_s`."""
+        activation, against the reference version's last `retrain_recent_s` of serving."""
         if rt.served is None or rt.desired is None or rt.desired.is_known_good(rt.served):
             return None
         reference = rt.rollback_target
@@ -188,7 +188,8 @@ class Judge:
             return None
         since = None if rt.activated_at is None else rt.activated_at - self.scores.window_s
         counts = self.scores.counts(rt.name, rt.served, since=since)
-        ref = self.scores.counts(rt.name, reference, since=span[1] - self.quality_reference_s)
+        # The reference's latest serving, not its whole history: scores follow the traffic's hours.
+        ref = self.scores.counts(rt.name, reference, since=span[1] - self.policy.retrain_recent_s)
         if counts is None or ref is None:
             return None
         return drift_mod.compare(rt.name, rt.served, counts, ref, f"version {reference}",
@@ -247,6 +248,7 @@ class Judge:
               started_at: float) -> Judgement:
         events = self.compare_with_baseline(rt, now, started_at)
         events += self.assess_quality(rt, now)
+        retrain = self.retrain_check(rt, now)
         inputs = DecisionInputs(
             model=rt.name, served_version=rt.served, now=now, version_states=rt.states,
             detections=tuple(rt.detections), other_model_detections=others,
@@ -260,6 +262,7 @@ class Judge:
             reset_times=(self.store.reset_times(rt.name, rt.served, since=now - 300)
                          if rt.served else ()),
             peers_observed=peers, quality=rt.quality, drift=self.assess_drift(rt),
+            inputs_drifted=retrain is not None and "drift" in retrain[1],
             resources=self.resources.findings(rt.name, rt.served, rt.rollback_target, now))
         decision = decide(inputs, self.policy)
         previous = rt.decision
@@ -272,7 +275,7 @@ class Judge:
                                        action=decision.action, reason=decision.reason,
                                        evidence=evidence_dict(decision))
         self._known_good(rt, decision, now, started_at, out)
-        out.retrain = self.retrain_check(rt, now)
+        out.retrain = retrain
         for p in PHASES:
             self.metrics.phase.labels(rt.name, p).set(1 if p == decision.phase else 0)
         if rt.served and rt.served.isdigit():

@@ -396,6 +396,9 @@ class DecisionInputs:
     # is not yet known good (monitor.quality); None when no feedback is judged for this model.
     quality: QualityAssessment | None = None
     drift: DriftFinding | None = None  # the served version's scores against the reference's
+    # The served known-good version's own scores moved against its earlier hours (the retrain
+    # check): a change of its score signals is then the inputs', not the version's.
+    inputs_drifted: bool = False
     # Resource findings of this model (monitor.resource: MemoryGrowth, CpuComparison,
     # ServerPressure), computed by monitor.resource_watch from the store each cycle.
     resources: tuple[Any, ...] = ()

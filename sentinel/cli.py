@@ -281,7 +281,20 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from sentinel.demo.run import run_demo
-    return run_demo(args.scenario, keep=args.keep, results=Path(args.results) if args.results else None)
+
+    def terminated(signum, frame):
+        # A SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the demo's clean-up stops the
+        # Triton it started instead of leaving it running.
+        raise KeyboardInterrupt(f"signal {signum}")
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        return run_demo(args.scenario, keep=args.keep,
+                        results=Path(args.results) if args.results else None)
+    except KeyboardInterrupt:
+        print("interrupted: Triton, the sidecar and the clients were stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -310,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repository", default=str(DEFAULT_REPOSITORY), help="model repository (default: %(default)s)")
     b.add_argument("--fault", default=None,
                    choices=["errors", "latency", "nan", "constant", "shift", "crash", "load_failure",
-                            "leak", "cpu", "slow_after"],
+                            "leak", "cpu", "slow_after", "reversed"],
                    help="publish a deliberately broken version for tests and demos: errors = 30%% "
                         "of requests get an error; latency = +1 ms and +100%% of compute per batch (about double the request latency); "
                         "nan = NaN scores; constant = every score 0.5; shift = scores shifted +1.5 "
@@ -318,7 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "initialize() raises; leak = 64 KiB kept per request (bounded at 1.5 GiB "
                         "per stub); cpu = +3 ms and +200%% of compute of busy CPU per request; "
                         "slow_after = healthy for 215 s (long enough to become known good), then "
-                        "+4 ms and +200%% of compute per batch (about 3x the latency)")
+                        "+4 ms and +200%% of compute per batch (about 3x the latency); reversed = a worse "
+                        "model that looks healthy: each request's scores handed out in reverse "
+                        "order, its golden set computed the same way (only feedback tells)")
     b.set_defaults(func=cmd_build)
 
     t = sub.add_parser("triton", help="run a real tritonserver on loopback with explicit model control")
@@ -387,7 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "the rollback; prints a timeline and writes a report")
     dm.add_argument("--scenario", default="errors",
                     choices=["errors", "latency", "nan", "constant", "dead_stub", "load_failure",
-                             "clean", "leak", "cpu", "slow_after"], help="which fault v2 has (default: %(default)s)")
+                             "clean", "leak", "cpu", "slow_after", "quality", "drift"],
+                    help="which fault v2 has (default: %(default)s); quality and drift replay "
+                         "real outcomes as feedback")
     dm.add_argument("--keep", action="store_true",
                     help="leave Triton, the sidecar and the load running; print the pages' URL")
     dm.add_argument("--results", default=None, help="where reports go (default: results/)")

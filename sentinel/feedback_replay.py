@@ -72,6 +72,9 @@ class FeedbackReplayer:
         self.rejected: list[dict] = []
         self.errors: list[str] = []
         self.by_version: collections.Counter = collections.Counter()
+        # (served_at, version, scores, labels) of recent lists: the client's own view of quality
+        # per period, for the demo's report (bounded).
+        self.served_log: collections.deque = collections.deque(maxlen=100_000)
 
     def start(self) -> "FeedbackReplayer":
         self._thread = threading.Thread(target=self._run, name="feedback-replay", daemon=True)
@@ -105,6 +108,7 @@ class FeedbackReplayer:
                     with self._lock:
                         self.lists_served += 1
                         self.by_version[version] += 1
+                        self.served_log.append((served_at, version, scores, lst.labels))
                 except Exception as exc:  # a failed request has no outcome to report
                     with self._lock:
                         self.errors.append(str(exc)[:200])
@@ -135,3 +139,15 @@ class FeedbackReplayer:
             return {"lists_served": self.lists_served, "events_sent": self.events_sent,
                     "rejected": len(self.rejected), "errors": len(self.errors),
                     "by_version": dict(self.by_version)}
+
+
+def online_auc(log, version: str, since: float = 0.0, until: float = float("inf")) -> tuple[float, int]:
+    """AUC (and the number of outcomes) of the lists `version` served in [since, until), from a
+    replayer's served_log, with the sidecar's own statistic (monitor.quality)."""
+    from monitor.quality import auc, pointwise
+    rows = [(s, y) for ts, v, s, y in log if v == version and since <= ts < until]
+    if not rows:
+        return float("nan"), 0
+    scores = np.concatenate([s for s, _ in rows])
+    labels = np.concatenate([y for _, y in rows]).astype(float)
+    return auc(pointwise(scores, labels))[0], int(scores.size)

@@ -30,6 +30,9 @@ class LoadGenerator:
     n_users: int = 943
     n_items: int = 1682
     seed: int = 0
+    # Candidates are drawn from this pool when set (else every item): a scenario moves it to shift
+    # the traffic's inputs while it runs (the demo's `drift`).
+    item_pool: np.ndarray | None = None
     records: list[RequestRecord] = field(default_factory=list)
 
     def __post_init__(self):
@@ -44,7 +47,9 @@ class LoadGenerator:
         try:
             while not self._stop.is_set():
                 user = int(rng.integers(1, self.n_users + 1))
-                items = rng.integers(1, self.n_items + 1, size=self.candidates)
+                pool = self.item_pool
+                items = rng.integers(1, self.n_items + 1, size=self.candidates) if pool is None \
+                    else rng.choice(pool, size=self.candidates)
                 start = time.perf_counter()
                 ts = time.time()
                 try:

@@ -19,6 +19,8 @@ HELP = {
     "swap": "20 version swaps under an 8-client load: failed requests and latency",
     "search": "search quality per query set (Jaccard, BM25, dense, hybrid; NDCG@10, recall@10 with "
               "95%% CIs) and served latency per mode at 1 and 8 clients, into docs/models.md",
+    "quality": "online-quality rollbacks on seeded feedback replays: time to detect an AUC drop, "
+               "false rollbacks per simulated week (tuning and evaluation seeds disjoint)",
 }
 
 
@@ -67,7 +69,7 @@ def refused(args: argparse.Namespace, output) -> bool:
 def configure(name: str, p: argparse.ArgumentParser) -> None:
     _common(p)
     if name == "serve":
-        from sentinel.bench.serve import TARGETS
+        from sentinel.bench.serve import DEFAULT_TARGETS, TARGETS
         p.add_argument("--duration", type=float, default=4.0,
                        help="measured seconds per (target, candidates, clients) cell and run")
         p.add_argument("--repeat", type=int, default=3,
@@ -75,8 +77,10 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each cell")
         p.add_argument("--concurrency", type=_ints, default=(1, 8, 32), help="e.g. 1,8,32")
         p.add_argument("--candidates", type=_ints, default=(256, 1), help="e.g. 256,1")
-        p.add_argument("--targets", default=",".join(TARGETS),
-                       help="comma-separated subset of %(default)s")
+        p.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+                       help="comma-separated, from " + ",".join(TARGETS) + " (default: "
+                            "%(default)s); sentinel,sentinel-off measures the cost of the stubs' "
+                            "memory/CPU metrics")
         p.add_argument("--no-perf-analyzer", action="store_true", help="skip the cross-check")
         p.add_argument("--repository", default=None,
                        help="use the newest ranker in this repository instead of building one")
@@ -100,6 +104,18 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--queries-out", default=None,
                        help="also write the generated query sets (text, relevant ids, split) as JSON")
         p.set_defaults(func=_quiet_first(search_main))
+    elif name == "quality":
+        p.add_argument("--seeds", type=int, default=100,
+                       help="detection runs per (label rate, AUC drop), evaluation seeds")
+        p.add_argument("--weeks", type=int, default=50,
+                       help="simulated clean weeks per label rate, evaluation seeds")
+        p.add_argument("--tune-seeds", type=int, default=40, help="detection runs per cell, tuning")
+        p.add_argument("--tune-weeks", type=int, default=15, help="clean weeks per rate, tuning")
+        p.add_argument("--no-tune", action="store_true", help="evaluate the Policy defaults only")
+        p.add_argument("--step-s", type=float, default=10.0,
+                       help="simulated seconds between decisions (the sidecar: 1)")
+        p.add_argument("--jobs", type=int, default=2, help="processes")
+        p.set_defaults(func=_quiet_first(quality_main))
     elif name == "swap":
         p.add_argument("--swaps", type=int, default=20)
         p.add_argument("--clients", type=int, default=8)
@@ -161,6 +177,21 @@ def swap_main(args: argparse.Namespace) -> int:
                                   repository=Path(args.repository) if args.repository else None),
                        progress=_say)
     return _finish(args, "swap", swap_markdown(report), report)
+
+
+def quality_main(args: argparse.Namespace) -> int:
+    from sentinel.bench.quality import QualityOptions, quality_markdown, run_quality
+    opts = QualityOptions(seeds=args.seeds, weeks=args.weeks, tune_seeds=args.tune_seeds,
+                          tune_weeks=args.tune_weeks, tune=not args.no_tune, step_s=args.step_s,
+                          jobs=args.jobs)
+    command = "sentinel bench quality" + "".join(
+        f" {flag} {value}" for flag, value, default in (
+            ("--seeds", args.seeds, 100), ("--weeks", args.weeks, 50),
+            ("--tune-seeds", args.tune_seeds, 40), ("--tune-weeks", args.tune_weeks, 15),
+            ("--step-s", args.step_s, 10.0)) if value != default) \
+        + (" --no-tune" if args.no_tune else "") + (f" --json {args.json}" if args.json else "")
+    report = run_quality(opts, command=command, progress=_say)
+    return _finish(args, "quality", quality_markdown(report), report)
 
 
 def search_main(args: argparse.Namespace) -> int:

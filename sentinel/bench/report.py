@@ -12,7 +12,8 @@ from sentinel.bench.results import Machine, MonitorReport, ServeReport, SwapRepo
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DOC = ROOT / "docs" / "benchmarks.md"
 TARGET_LABELS = {"in-process": "(a) in-process ONNX Runtime", "sentinel": "(b) Sentinel on Triton",
-                 "pytriton": "(c) PyTriton", "flask": "(d) gunicorn + Flask"}
+                 "pytriton": "(c) PyTriton", "flask": "(d) gunicorn + Flask",
+                 "sentinel-off": "(b′) Sentinel on Triton, stub resource metrics off"}
 GOALS = {"sentinel/in-process": 0.5, "sentinel/pytriton": 1.0, "sentinel/flask": 3.0}
 
 

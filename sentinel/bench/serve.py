@@ -16,7 +16,10 @@ from sentinel.bench.environment import describe_machine, finished
 from sentinel.bench.results import PerfAnalyzerCell, ServeCell, ServeReport
 from sentinel.bench.workload import ranking_requests, write_perf_analyzer_data
 
-TARGETS = ("in-process", "sentinel", "pytriton", "flask")
+TARGETS = ("in-process", "sentinel", "pytriton", "flask", "sentinel-off")
+# sentinel-off is (b) with the stubs' memory/CPU metrics turned off (SENTINEL_RESOURCE_METRICS=off):
+# `--targets sentinel,sentinel-off` measures what those metrics cost per request. Not a default.
+DEFAULT_TARGETS = TARGETS[:4]
 MAX_COMMAND_S = 600  # the issue's bound for one bench command
 Progress = Callable[[str], None]
 
@@ -31,7 +34,7 @@ class ServeOptions:
     warmup_s: float = 1.0
     concurrency: tuple[int, ...] = (1, 8, 32)
     candidates: tuple[int, ...] = (256, 1)
-    targets: tuple[str, ...] = TARGETS
+    targets: tuple[str, ...] = DEFAULT_TARGETS
     perf_analyzer: bool = True
     repository: Path | None = None   # holds a published ranker; None = build one for this run
     log_dir: Path | None = None
@@ -150,20 +153,24 @@ def run_serve(opts: ServeOptions, progress: Progress = lambda _: None,
                                     "encoding, one ONNX Runtime session (1 intra-op thread)")
                 cells += _run_cells(target, lambda r: clients.in_process(version_dir, r), opts,
                                     n_users, n_items, progress)
-            elif target == "sentinel":
-                options = TritonOptions(repository=repository, http_port=free_port(),
+            elif target in ("sentinel", "sentinel-off"):
+                served_repo = repository if target == "sentinel" else \
+                    _without_resource_metrics(repository, work / "repo-off")
+                options = TritonOptions(repository=served_repo, http_port=free_port(),
                                         grpc_port=free_port(), metrics_port=free_port(),
                                         models=("ranker",), log_path=log_dir / "triton.log")
                 settings[target] = (f"Triton 2.51 python backend, model.py of this tree, "
                                     f"{served['instances']} instances, max_batch_size "
                                     f"{served['max_batch_size']}, dynamic batching "
                                     f"{served['queue_delay_us']} µs, ORT intra-op threads "
-                                    f"{served['ort_threads']}, gRPC")
+                                    f"{served['ort_threads']}, gRPC"
+                                    + (", stub memory/CPU metrics off" if target != "sentinel"
+                                       else ""))
                 with TritonServer(options):
                     _wait_model_ready(options.http_url)
                     cells += _run_cells(target, lambda r: clients.triton_grpc(options.grpc_url, r),
                                         opts, n_users, n_items, progress)
-                    if opts.perf_analyzer:
+                    if opts.perf_analyzer and target == "sentinel":
                         from sentinel.bench.perf_analyzer import PerfAnalyzerError
                         try:
                             pa = _perf_analyzer_cells(options.grpc_url, opts, n_users, n_items,
@@ -191,6 +198,19 @@ def run_serve(opts: ServeOptions, progress: Progress = lambda _: None,
     return ServeReport(machine=finished(machine), command=command or _command_line(),
                        duration_s=opts.duration_s, cells=tuple(cells), perf_analyzer=tuple(pa),
                        perf_analyzer_error=pa_error, settings=tuple(settings.items()))
+
+
+def _without_resource_metrics(repository: Path, dst: Path) -> Path:
+    """A copy of the ranker's repository whose config turns the stubs' resource metrics off."""
+    import shutil
+
+    from sentinel.triton_config import read_pbtxt, to_pbtxt
+    shutil.copytree(Path(repository) / "ranker", dst / "ranker")
+    config_path = dst / "ranker" / "config.pbtxt"
+    config = read_pbtxt(config_path)
+    config.parameters["SENTINEL_RESOURCE_METRICS"].string_value = "off"
+    config_path.write_text(to_pbtxt(config))
+    return dst
 
 
 def _wait_model_ready(http_url: str, timeout_s: float = 60.0) -> None:

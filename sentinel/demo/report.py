@@ -19,7 +19,9 @@ def _clock(ts: float) -> str:
 
 def timeline_rows(r: ScenarioResult) -> list[tuple[str, str, str]]:
     o = r.activated_at
-    rows = [(_t(o, o), _clock(o), f"v{r.version} activated ({r.scenario.story})")]
+    first = f"traffic moved ({r.scenario.story})" if r.scenario.expect == "retrain" \
+        else f"v{r.version} activated ({r.scenario.story})"
+    rows = [(_t(o, o), _clock(o), first)]
     for e in r.events:
         if e.kind == "detection":
             ev = e.evidence
@@ -43,8 +45,10 @@ def timeline_rows(r: ScenarioResult) -> list[tuple[str, str, str]]:
                          f"{e.action} to v{e.version}: {e.outcome} in "
                          f"{e.evidence.get('seconds', 0):.2f}s (golden probe "
                          f"{e.evidence.get('probe')})"))
-        elif e.kind == "load_failure":
-            rows.append((_t(e.ts, o), _clock(e.ts), e.reason))
+        elif e.kind in ("load_failure", "quality", "retrain"):
+            what = {"quality": "online quality: ", "retrain": "retrain: "}.get(e.kind, "")
+            rows.append((_t(e.ts, o), _clock(e.ts), what + e.reason[:180]
+                         + (f" ({e.outcome})" if e.kind == "retrain" and e.outcome else "")))
     return rows
 
 
@@ -55,15 +59,20 @@ def summary_rows(r: ScenarioResult) -> list[tuple[str, str]]:
         ("scenario", f"{r.scenario.name}: {r.scenario.story}"),
         ("expected", r.scenario.expect), ("outcome", r.outcome),
         ("result", "PASS" if r.passed else "FAIL"),
-        ("v2 activated at", _clock(o)),
+        ("traffic moved at" if r.scenario.expect == "retrain" else "v2 activated at", _clock(o)),
         ("change detected", "—" if det is None else
          f"{_t(det['at'], o)} on {det['signal']} (p={det['p_value']:.2g})"),
         ("actions", ", ".join(f"{a[1]}→v{a[2]} {a[3]} {_t(a[0], o)}" for a in r.actions) or "none"),
-        ("time to recovery", "—" if r.recovered_at is None else f"{r.recovered_at - o:.1f}s"),
+        ("retrained version deployed" if r.scenario.expect == "retrain" else "time to recovery",
+         "—" if r.recovered_at is None else f"{r.recovered_at - o:.1f}s"
+         + (f" (v{r.version}, built by the retrain command)" if r.scenario.expect == "retrain" else "")),
         ("client requests", f"{r.served_ok} served, {r.failed} failed "
                             f"({r.failed_after_recovery} after recovery)"),
         ("now serving", f"v{r.final_version}"),
     ]
+    for period, version, auc, n in r.quality:
+        rows.append((f"outcomes {period}", f"v{version}: online AUC {auc:.3f} over {n} outcomes"
+                     if n else f"v{version}: no outcomes yet"))
     return rows
 
 

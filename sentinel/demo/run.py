@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 import signal
 import sys
 import threading
@@ -45,7 +46,15 @@ def run_demo(scenario_name: str = "errors", keep: bool = False, results: Path | 
     out_dir = Path(results or ROOT / "results") / f"demo-{scenario.name}-{stamp}"
     live = _Live()
     say(f"▶ Sentinel demo — scenario '{scenario.name}': {scenario.story}")
-    session = DemoSession({"1": None, "2": scenario.fault}, workdir=out_dir / "work", say=lambda m: say(f"  {m}"))
+    policy = {k.split(".", 1)[1]: v for k, v in scenario.settings if k.startswith("policy.")}
+    session = DemoSession({"1": None, "2": scenario.fault}, workdir=out_dir / "work",
+                          say=lambda m: say(f"  {m}"), feedback=scenario.feedback, policy=policy)
+    if scenario.expect == "retrain":  # the builder the sidecar runs: publishes the next version
+        session.config["retrain_command"] = shlex.join(
+            [sys.executable, "-m", "sentinel.cli", "build", "ranker", "--repository",
+             str(session.repo)])
+    for key, value in scenario.settings:
+        say(f"  setting for this scenario (not the shipped default): {key} = {value:g}")
     try:
         say("① building ranker v1 (good) and v2 (the new deploy)")
         session.build()
@@ -58,8 +67,12 @@ def run_demo(scenario_name: str = "errors", keep: bool = False, results: Path | 
             return 1
         live.done()
         say(f"  {session.status_line()}")
-        say(f"④ deploying v2 through the sidecar (what `sentinel deploy ranker 2` does) and "
-            f"watching (up to {scenario.limit_s:g}s)")
+        if scenario.expect == "retrain":
+            say(f"④ moving the clients' traffic to the least-liked films while v1 serves, and "
+                f"watching for the retrain (up to {scenario.limit_s:g}s)")
+        else:
+            say(f"④ deploying v2 through the sidecar (what `sentinel deploy ranker 2` does) and "
+                f"watching (up to {scenario.limit_s:g}s)")
         result = run_scenario(session, scenario, "2", live)
         live.done()
         say("")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from sentinel.demo.session import DemoSession, wait_for
 
 
@@ -11,9 +13,12 @@ from sentinel.demo.session import DemoSession, wait_for
 class Scenario:
     name: str
     fault: str | None
-    expect: str        # "rollback" | "load_failure" | "none"
+    expect: str        # "rollback" | "load_failure" | "none" | "retrain"
     limit_s: float     # how long to wait for the expected outcome (or to watch, for "none")
     story: str
+    feedback: bool = False    # replay real outcomes of served lists as feedback
+    # Settings that differ from the shipped ones, printed with the result (policy.* by name).
+    settings: tuple[tuple[str, float], ...] = ()
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -29,6 +34,16 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("load_failure", "load_failure", "load_failure", 30,
              "v2 raises in initialize(): it never becomes ready"),
     Scenario("clean", None, "none", 60, "v2 is a healthy retrain: nothing should happen"),
+    Scenario("quality", "reversed", "rollback", 240,
+             "v2 is a worse model that looks healthy: the same scores handed out in reverse order "
+             "within each list (a label-join bug in training); its golden set matches it, its "
+             "latency and score distribution are v1's. Only the users' outcomes tell",
+             feedback=True),
+    Scenario("drift", None, "retrain", 240,
+             "the traffic moves to the catalogue's least-liked films while v1 serves: no version "
+             "to blame, so the sidecar asks for a retrain and runs the builder; the new version "
+             "is deployed under watch", feedback=True,
+             settings=(("policy.retrain_recent_s", 60.0),)),
     Scenario("leak", "leak", "rollback", 90,
              "v2 keeps 64 KiB alive per request (a cache without eviction): rolled back long "
              "before its stub runs out of memory, with the projected exhaustion time"),
@@ -58,11 +73,15 @@ class ScenarioResult:
     final_version: str | None = None
     events: list = field(default_factory=list)
     end: float = 0.0
+    # (period, version, online AUC, outcomes): the clients' outcomes of the lists served, per period
+    quality: list = field(default_factory=list)
 
 
 def run_scenario(session: DemoSession, scenario: Scenario, version: str,
                  live=lambda line: None) -> ScenarioResult:
     """Deploy `version` (the scenario's build) through the sidecar and watch."""
+    if scenario.expect == "retrain":
+        return run_retrain(session, scenario, live)
     good = next(iter(session.versions))
     activated = time.time()
     deployed, detail = session.deploy(version, reason=scenario.story)
@@ -77,6 +96,8 @@ def run_scenario(session: DemoSession, scenario: Scenario, version: str,
         wait_for(lambda: session.events(activated, kind="load_failure"), scenario.limit_s, tick)
     else:
         wait_for(lambda: False, scenario.limit_s, tick)
+    if scenario.feedback and acted():
+        wait_for(lambda: False, 30, tick)  # outcomes of the restored version's lists come in
     time.sleep(3)  # let the last requests of the old state land in the counts
     end = time.time()
     events = list(reversed(session.events(activated)))
@@ -111,9 +132,69 @@ def run_scenario(session: DemoSession, scenario: Scenario, version: str,
         actions=actions, recovered_at=recovered,
         served_ok=load.served(activated, end), failed=load.failures(activated, end),
         failed_after_recovery=load.failures(recovered, end) if recovered else 0,
-        final_version=session.served(), events=events, end=end)
+        final_version=session.served(), events=events, end=end,
+        quality=_quality_periods(session, good, version, activated, recovered, end))
     if scenario.expect == "none" and session.served() == version:
         # a clean version that stayed served is the expected end state; go back for the next run
         result.passed = happened == "none"
         session.deploy(good, reason="back to the first version for the next scenario")
     return result
+
+
+def _quality_periods(session: DemoSession, good: str, version: str, activated: float,
+                     recovered: float | None, end: float) -> list:
+    """The clients' own outcomes, per period: before the deploy, while the new version served,
+    after the rollback."""
+    if session.replayer is None:
+        return []
+    from sentinel.feedback_replay import online_auc
+    log = list(session.replayer.served_log)
+    periods = [("before the deploy", good, 0.0, activated), ("after the deploy", version, activated,
+                                                             recovered or end)]
+    if recovered is not None:
+        periods.append(("after the rollback", good, recovered, end))
+    return [(name, v, *online_auc(log, v, a, b)) for name, v, a, b in periods]
+
+
+def least_liked_items(trained, share: float = 0.2):
+    """The catalogue's items with the lowest positive rate in training: traffic of these alone
+    moves the ranker's scores down (its inputs drift)."""
+    from build_scripts.train_ranker import popularity_baseline
+    rate = popularity_baseline(trained.split.train, trained.tables.n_items)[1:]
+    order = np.argsort(rate, kind="stable")
+    return order[: max(1, int(order.size * share))] + 1
+
+
+def run_retrain(session: DemoSession, scenario: Scenario, live=lambda line: None) -> ScenarioResult:
+    """Move the traffic's inputs while the known-good version serves, wait for the sidecar's
+    `retrain` event and the builder it starts, then deploy the new version under watch."""
+    good = next(iter(session.versions))
+    tick = lambda: live(session.status_line())  # noqa: E731
+    before = set(session.published())
+    moved = time.time()
+    session.load.item_pool = least_liked_items(session.trained)
+    wait_for(lambda: session.events(moved, kind="retrain"), scenario.limit_s, tick)
+    retrain = next(iter(session.events(moved, kind="retrain")), None)
+    new = None
+    if retrain is not None and "started" in (retrain.outcome or ""):
+        wait_for(lambda: set(session.published()) - before, scenario.limit_s, tick)
+        new = max(set(session.published()) - before, key=int, default=None)
+    deployed_at = None
+    if new is not None:
+        deployed_at = time.time()
+        session.deploy(new, reason="retrained after the inputs drifted")
+        wait_for(lambda: False, 45, tick)  # watched like any other deploy
+    time.sleep(3)
+    end = time.time()
+    events = list(reversed(session.events(moved)))
+    actions = [(e.ts, e.action, e.version, e.outcome) for e in events
+               if e.kind == "action" and e.action not in ("deploy", "promote")]
+    happened = "retrain" if retrain is not None else "none"
+    load = session.load
+    return ScenarioResult(
+        scenario=scenario, version=new or good, activated_at=moved, outcome=happened,
+        passed=retrain is not None and new is not None and session.served() == new
+        and not any(a[1] == "rollback" for a in actions),
+        decision_reason=retrain.reason if retrain else "", actions=actions,
+        recovered_at=deployed_at, served_ok=load.served(moved, end),
+        failed=load.failures(moved, end), final_version=session.served(), events=events, end=end)

@@ -48,6 +48,11 @@ class DemoSession:
     rate_per_client: float = 25.0
     policy: dict = field(default_factory=dict)  # extra "policy.*" config overrides
     say: Say = print
+    config: dict = field(default_factory=dict)  # other sidecar settings by name (retrain_command)
+    # Replay real MovieLens outcomes of served lists as feedback (sentinel.feedback_replay).
+    feedback: bool = False
+    feedback_lists_per_s: float = 10.0
+    feedback_delay_s: float = 5.0
 
     def __post_init__(self):
         self._tmp = None
@@ -60,6 +65,8 @@ class DemoSession:
         self.sidecar: Sidecar | None = None
         self.load: LoadGenerator | None = None
         self.repo_client: RepositoryClient | None = None
+        self.replayer = None
+        self.trained = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -69,6 +76,7 @@ class DemoSession:
         if trained is None:
             self.say("training the ranker (DCN-v2 on MovieLens-100k)")
             trained = train_ranker(progress=lambda m: self.say(f"  {m}"))
+        self.trained = trained
         for version, fault in self.versions.items():
             published = build_ranker(self.repo, fault=fault, trained=trained)
             assert str(published.version) == version, (published.version, version)
@@ -90,13 +98,33 @@ class DemoSession:
                  f"{opts.metrics_port}) in {time.monotonic() - started:.1f}s; serving ranker "
                  f"v{', v'.join(ready) or ' none'} (the desired version)")
         self.sidecar = Sidecar(sidecar_config(opts, self.workdir / "events.sqlite3",
-                                              self.policy)).start()
+                                              self.policy, **self.config)).start()
         self.say(f"sidecar up: {self.sidecar.url}")
         self.load = LoadGenerator(opts.grpc_url, clients=self.clients,
                                   rate_per_client=self.rate_per_client).start()
         self.say(f"replaying MovieLens users: {self.clients} gRPC clients × "
                  f"{self.rate_per_client:g} req/s, 64 candidates each")
+        if self.feedback:
+            self.start_feedback()
         return self
+
+    def start_feedback(self) -> None:
+        from sentinel.client import FeedbackClient
+        from sentinel.feedback_replay import FeedbackReplayer, labelled_lists
+        lists = labelled_lists(self.trained.split.test)
+        self.replayer = FeedbackReplayer(
+            self.triton.options.grpc_url, FeedbackClient(self.sidecar.url, TOKEN), lists,
+            lists_per_s=self.feedback_lists_per_s, delay_s=self.feedback_delay_s).start()
+        self.say(f"replaying outcomes: {self.feedback_lists_per_s:g} lists/s of the users' real "
+                 f"test-period ratings (≥ 4 = positive), sent as feedback {self.feedback_delay_s:g}s "
+                 f"after they were served")
+
+    def published(self) -> list[str]:
+        return [p.name for p in (self.repo / "ranker").iterdir() if p.is_dir() and p.name.isdigit()]
+
+    def labelled(self, version: str) -> int:
+        """Labelled events the sidecar holds for a ranker version."""
+        return int(self.sidecar.feedback.stats("ranker", version).n)
 
     def deploy(self, version: str, reason: str = "") -> tuple[bool, str]:
         """`sentinel deploy` through the sidecar's API: intent first, then activation under watch."""
@@ -123,8 +151,11 @@ class DemoSession:
     def warm(self) -> bool:
         rt = self.runtime
         first = next(iter(self.versions))
-        return (rt is not None and rt.served == first and rt.known.known_good == first
+        warm = (rt is not None and rt.served == first and rt.known.known_good == first
                 and all(d.samples_seen >= d.config.warmup + 2 for d in rt.detectors.values()))
+        if warm and self.feedback:  # the reference a new version's quality is compared with
+            warm = self.labelled(first) >= self.sidecar.config.policy.quality_min_labels
+        return warm
 
     def status_line(self) -> str:
         rt = self.runtime
@@ -133,8 +164,11 @@ class DemoSession:
         failed = self.load.failures(now - 5, now) / 5 if self.load else 0
         phase = rt.decision.phase if rt and rt.decision else "starting"
         known = rt.known.known_good if rt else None
-        return (f"serving v{self.served()} · {served:5.0f} req/s ok · {failed:4.0f} req/s failed · "
+        line = (f"serving v{self.served()} · {served:5.0f} req/s ok · {failed:4.0f} req/s failed · "
                 f"phase {phase} · known good {f'v{known}' if known else 'none yet'}")
+        if self.replayer is not None and self.served():
+            line += f" · {self.labelled(self.served())} outcomes for v{self.served()}"
+        return line
 
     def kill_stubs(self) -> list[int]:
         out = subprocess.run(["pgrep", "-f", f"triton_python_backend_stub.*{self.triton.shm_prefix}"],
@@ -147,10 +181,10 @@ class DemoSession:
     # ------------------------------------------------------------------ tear-down
 
     def close(self) -> None:
-        for part in (self.load, self.sidecar, self.triton):
+        for part in (self.replayer, self.load, self.sidecar, self.triton):
             if part is not None:
                 part.stop()
-        self.load = self.sidecar = self.triton = None
+        self.replayer = self.load = self.sidecar = self.triton = None
         if self._tmp is not None:
             self._tmp.cleanup()
 

@@ -192,3 +192,13 @@ def test_without_a_command_it_records_and_alerts_only():
     outcome = RetrainRunner(None, cooldown_s=0).trigger("ranker", "why")
     assert outcome.triggered and "no retrain_command" in outcome.detail
     assert os.environ.get("SENTINEL_RETRAIN_MODEL") is None
+
+
+def test_a_score_change_of_a_known_good_version_whose_inputs_drifted_is_not_its_fault():
+    from tests.unit.test_decide import det
+    change = det(signal="score_mean", direction="down")
+    assert decide(make_inputs(detections=(change,))).action == "rollback"
+    d = decide(make_inputs(detections=(change,), inputs_drifted=True))
+    assert (d.phase, d.action) == ("degraded", "alert") and "inputs drifted" in d.reason
+    errors = det(signal="error_rate")
+    assert decide(make_inputs(detections=(change, errors), inputs_drifted=True)).action == "rollback"

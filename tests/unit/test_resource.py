@@ -295,3 +295,49 @@ def test_watch_takes_the_lower_limit_and_reads_the_cgroup_rarely(tmp_path):
     assert host.limit_bytes == 25275990016 and "host" in host.source
     assert watch.last["ranker"] == found
     assert not any(isinstance(f, CpuComparison) for f in found)  # no known-good to compare with
+
+
+def test_pages_show_memory_with_its_projection_and_the_server(tmp_path):
+    from monitor.resource_views import resource_charts, resource_notes, server_view
+    store = SeriesStore(clock=lambda: 200.0)
+    for i in range(100):
+        text = METRICS.replace("REQ", str(100 * i)).replace("300000000", str(int(300e6 + 4e6 * i)))
+        store.add(parse_metrics(text, ts=100.0 + i))
+    watch = ResourceWatch(store, limits=lambda: NO_LIMIT)
+    found = watch.findings("ranker", "2", None, now=200.0)
+    memory, cpu_chart = resource_charts(store, "ranker", found)
+    assert "v2 projected" in memory and "reaches the limit (23.5 GiB)" in memory
+    assert "Stub CPU per request" in cpu_chart
+    assert any("grows" in n for n in resource_notes(found))
+    server = server_view(store, watch, now=200.0)
+    assert server["cpu"] == "50%" and server["memory"].startswith("1.1 GiB of 23.5 GiB")
+    assert server["gpus"][0]["utilization"] == "25%"
+    assert resource_charts(SeriesStore(), "ranker") == []
+    assert server_view(SeriesStore(), watch, now=200.0) is None
+
+
+def test_bench_copy_turns_the_resource_metrics_off(tmp_path):
+    from sentinel.bench.serve import _without_resource_metrics
+    from sentinel.triton_config import read_pbtxt
+    src = tmp_path / "src" / "ranker"
+    src.mkdir(parents=True)
+    (src / "config.pbtxt").write_text('name: "ranker"\nbackend: "python"\n')
+    out = _without_resource_metrics(tmp_path / "src", tmp_path / "off")
+    config = read_pbtxt(out / "ranker" / "config.pbtxt")
+    assert config.parameters["SENTINEL_RESOURCE_METRICS"].string_value == "off"
+    assert "SENTINEL_RESOURCE_METRICS" not in (src / "config.pbtxt").read_text()
+
+
+def test_adapter_reads_the_switch_and_refuses_a_bad_value():
+    import json
+    from python_backend.adapter import backend_metrics
+
+    def args(value=None):
+        params = {} if value is None else {"SENTINEL_RESOURCE_METRICS": {"string_value": value}}
+        return {"model_config": json.dumps({"parameters": params}), "model_name": "ranker",
+                "model_version": "1", "model_instance_name": "ranker_0_0"}
+
+    assert backend_metrics(None, args())._usage is not None
+    assert backend_metrics(None, args("off"))._usage is None
+    with pytest.raises(ValueError, match="SENTINEL_RESOURCE_METRICS"):
+        backend_metrics(None, args("maybe"))

@@ -10,7 +10,7 @@ from flask import Blueprint, abort, current_app, jsonify, request
 from monitor import feedback as fb
 from monitor.api import check_token, clean, poller
 from monitor.feedback_store import FeedbackStoreError
-from monitor.quality import merged, summarise
+from monitor.quality import auc, merged, summarise
 
 feedback_api = Blueprint("feedback_api", __name__)
 
@@ -71,9 +71,12 @@ def quality(model: str):
     for m, version in feedback.versions(model):
         windows = feedback.windows(m, version)
         total = summarise(merged(s for _, s in windows))
+        series = None
+        if request.args.get("series") in ("1", "true"):
+            series = [{"start": start, "labelled": int(s.n), "auc": auc(s)[0]} for start, s in windows]
         out.append({"version": version, "windows": len(windows),
                     "first_window": windows[0][0], "last_window": windows[-1][0],
-                    **dataclasses.asdict(total)})
+                    **dataclasses.asdict(total), **({"series": series} if series is not None else {})})
     return jsonify(model=model, window_s=feedback.window_s, versions=clean(out),
                    assessment=clean(dataclasses.asdict(assessment)) if assessment else None)
 

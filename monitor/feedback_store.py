@@ -39,7 +39,8 @@ class FeedbackStore:
                  retention_s: float = 7 * 86400.0, clock: Callable[[], float] = time.time,
                  timeout_s: float = 5.0) -> None:
         self.path, self.window_s, self.retention_s, self.clock = str(path), window_s, retention_s, clock
-        self._windows: dict[WindowKey, QualityStats] = {}
+        # (model, version) -> window start -> sums: reads touch one version's windows only.
+        self._windows: dict[tuple[str, str], dict[float, QualityStats]] = {}
         self._lock = threading.Lock()        # memory only
         self._write_lock = threading.Lock()  # one writer at a time; readers never take it
         try:
@@ -52,7 +53,8 @@ class FeedbackStore:
         except sqlite3.DatabaseError as exc:
             raise FeedbackStoreError(f"cannot open feedback store {self.path}: {exc}") from exc
         for model, version, start, stats in rows:
-            self._windows[(model, version, float(start))] = QualityStats.from_dict(json.loads(stats))
+            self._windows.setdefault((model, version), {})[float(start)] = \
+                QualityStats.from_dict(json.loads(stats))
 
     def add(self, sums: Mapping[WindowKey, QualityStats]) -> None:
         """Persist then count one call's sums; raises FeedbackStoreError with nothing counted."""
@@ -60,8 +62,8 @@ class FeedbackStore:
             return
         with self._write_lock:
             with self._lock:
-                updated = {k: (self._windows[k].copy() if k in self._windows else QualityStats())
-                           .add(v) for k, v in sums.items()}
+                updated = {(m, v, st): (self._get(m, v, st) or QualityStats()).copy().add(x)
+                           for (m, v, st), x in sums.items()}
             try:
                 with self._conn:
                     self._conn.executemany(
@@ -74,9 +76,16 @@ class FeedbackStore:
                 raise FeedbackStoreError(f"cannot store feedback in {self.path}: {exc}") from exc
             cutoff = self.clock() - self.retention_s
             with self._lock:
-                self._windows.update(updated)
-                for key in [k for k in self._windows if k[2] < cutoff]:
-                    del self._windows[key]
+                for (m, v, st), x in updated.items():
+                    self._windows.setdefault((m, v), {})[st] = x
+                for key, windows in list(self._windows.items()):
+                    for st in [st for st in windows if st < cutoff]:
+                        del windows[st]
+                    if not windows:
+                        del self._windows[key]
+
+    def _get(self, model: str, version: str, start: float) -> QualityStats | None:
+        return self._windows.get((model, version), {}).get(start)
 
     def stats(self, model: str, version: str, since: float | None = None,
               until: float | None = None) -> QualityStats:
@@ -84,29 +93,28 @@ class FeedbackStore:
         lo = -float("inf") if since is None else since
         hi = float("inf") if until is None else until
         with self._lock:
-            picked = [s.copy() for (m, v, start), s in self._windows.items()
-                      if m == model and v == version and lo <= start < hi]
+            picked = [s.copy() for start, s in self._windows.get((model, version), {}).items()
+                      if lo <= start < hi]
         return merged(picked)
 
     def windows(self, model: str, version: str) -> list[tuple[float, QualityStats]]:
         with self._lock:
-            out = [(start, s.copy()) for (m, v, start), s in self._windows.items()
-                   if m == model and v == version]
+            out = [(start, s.copy()) for start, s in self._windows.get((model, version), {}).items()]
         return sorted(out, key=lambda w: w[0])
 
     def versions(self, model: str | None = None) -> list[tuple[str, str]]:
         with self._lock:
-            keys = {(m, v) for (m, v, _) in self._windows if model is None or m == model}
+            keys = {(m, v) for (m, v) in self._windows if model is None or m == model}
         return sorted(keys, key=lambda k: (k[0], int(k[1]) if k[1].isdigit() else -1))
 
     def latest_window(self, model: str, version: str) -> float | None:
         with self._lock:
-            starts = [s for (m, v, s) in self._windows if m == model and v == version]
-        return max(starts, default=None)
+            return max(self._windows.get((model, version), {}), default=None)
 
     def nbytes(self) -> int:
         with self._lock:
-            return sum(s.pos.nbytes + s.neg.nbytes + 128 for s in self._windows.values())
+            return sum(s.pos.nbytes + s.neg.nbytes + 128 for w in self._windows.values()
+                       for s in w.values())
 
     def close(self) -> None:
         with self._write_lock:

@@ -34,6 +34,9 @@ class Judgement:
     retrain: tuple[str, dict] | None = None
 
 
+RETRAIN_CHECK_S = 15.0
+
+
 class Judge:
     def __init__(self, store: SeriesStore, policy: Policy,
                  detector_configs: dict[str, DetectorConfig], metrics: MonitorMetrics,
@@ -248,7 +251,12 @@ class Judge:
               started_at: float) -> Judgement:
         events = self.compare_with_baseline(rt, now, started_at)
         events += self.assess_quality(rt, now)
-        retrain = self.retrain_check(rt, now)
+        # Every retrain_check_s, not every cycle: it merges hours of windows, and what it looks
+        # for (a drift over retrain_recent_s) does not change from one second to the next.
+        if now - rt.retrain_checked_at >= RETRAIN_CHECK_S or rt.served != rt.retrain_checked_for:
+            rt.retrain_found = self.retrain_check(rt, now)
+            rt.retrain_checked_at, rt.retrain_checked_for = now, rt.served
+        retrain = rt.retrain_found
         inputs = DecisionInputs(
             model=rt.name, served_version=rt.served, now=now, version_states=rt.states,
             detections=tuple(rt.detections), other_model_detections=others,

@@ -81,7 +81,11 @@ def openapi_document() -> dict:
         "/api/models/{model}/quality": {"get": {
             "summary": "Online quality per version from feedback (AUC, log-loss, calibration, "
                        "list metrics) and the served version's assessment against its reference",
-            "parameters": [_model_param()],
+            "parameters": [_model_param(),
+                           {"name": "series", "in": "query", "required": False,
+                            "description": "1: also each window's labelled events and AUC, by "
+                                           "serving time", "schema": {"type": "string",
+                                                                      "enum": ["0", "1"]}}],
             "responses": {"200": _json("Quality"), "404": _ERROR}}},
     }
     for path, item in paths.items():
@@ -112,11 +116,12 @@ def openapi_document() -> dict:
     nullable_num = {"type": "number", "nullable": True}
     nullable_int = {"type": "integer", "nullable": True}
 
-    def obj(required_and_properties: dict, nullable: bool = False, **extra) -> dict:
+    def obj(required_and_properties: dict, nullable: bool = False,
+            properties_extra: dict | None = None, **extra) -> dict:
         """An object whose every listed property is always present (the API writes null, not
-        nothing, for a missing value)."""
+        nothing, for a missing value); `properties_extra` are present only on request."""
         out = {"type": "object", "required": list(required_and_properties),
-               "properties": required_and_properties, **extra}
+               "properties": {**required_and_properties, **(properties_extra or {})}, **extra}
         return {**out, "nullable": True} if nullable else out
 
     def one_of(values, nullable: bool = False) -> dict:
@@ -225,7 +230,11 @@ def openapi_document() -> dict:
                 "auc": nullable_num, "auc_se": nullable_num, "log_loss": nullable_num,
                 "mean_score": nullable_num, "mean_label": nullable_num,
                 "lists": {"type": "integer"}, "ndcg_at_k": nullable_num,
-                "recall_at_k": nullable_num, "ctr_at_k": nullable_num, "k": {"type": "integer"}})},
+                "recall_at_k": nullable_num, "ctr_at_k": nullable_num, "k": {"type": "integer"}},
+                # only with ?series=1, hence not required
+                properties_extra={"series": {"type": "array", "items": obj({
+                    "start": {"type": "number"}, "labelled": {"type": "integer"},
+                    "auc": nullable_num})}})},
             "assessment": {"type": "object", "nullable": True,
                            "description": "the served version against the version a rollback "
                                           "would return to (monitor.quality.QualityAssessment)"}}),

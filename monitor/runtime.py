@@ -57,6 +57,9 @@ class ModelRuntime:
     reconcile_reason: str = ""
     policy_checked: tuple | None = None  # (generation, version) whose config.pbtxt was verified
     quality: QualityAssessment | None = None  # last online-quality assessment (monitor.quality)
+    retrain_found: tuple | None = None  # the judge's last retrain check, (reason, evidence) or None
+    retrain_checked_at: float = float("-inf")
+    retrain_checked_for: str | None = None
 
     @property
     def pinned(self) -> str | None:

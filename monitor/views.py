@@ -225,12 +225,14 @@ def quality_table(feedback, model: str, versions: Sequence[dict]) -> list[dict]:
     of its manifest. `versions` are versions_table rows; `feedback` a FeedbackStore or None."""
     if feedback is None:
         return []
-    offline = {row["version"]: row["metrics"].get("auc") for row in versions}
+    offline = {row["version"]: row["metrics"] for row in versions}
     rows = []
     for _, version in reversed(feedback.versions(model)):
         windows = feedback.windows(model, version)
         s = quality_mod.summarise(quality_mod.merged(w for _, w in windows))
-        rows.append({**dataclasses.asdict(s), "version": version, "offline_auc": offline.get(version),
+        test = offline.get(version, {})
+        rows.append({**dataclasses.asdict(s), "version": version, "offline_auc": test.get("auc"),
+                     "offline_log_loss": test.get("log_loss"),
                      "since": windows[0][0], "until": windows[-1][0] + feedback.window_s})
     return rows
 

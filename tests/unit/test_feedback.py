@@ -299,3 +299,15 @@ def test_a_pinned_version_that_ranks_worse_is_an_alert_not_a_rollback():
 def test_an_assessment_of_another_version_is_not_evidence():
     d = decide(make_inputs(quality=_assessment("worse", version="3")))
     assert d.phase == "healthy"
+
+
+def test_the_quality_series_is_per_window_of_serving_time_on_request(app):
+    rng = np.random.default_rng(10)
+    early = _events(rng, 300, ts=NOW - 900)
+    late = _events(rng, 200, ts=NOW - 100)
+    r = app.post("/api/feedback", json={"events": early + late}, headers={"X-Sentinel-Token": TOKEN})
+    assert r.json["accepted"] == 500
+    (v2,) = app.get("/api/models/ranker/quality?series=1").json["versions"]
+    assert [w["labelled"] for w in v2["series"]] == [300, 200]
+    assert v2["series"][0]["start"] == fb.window_of(NOW - 900, 300.0)
+    assert "series" not in app.get("/api/models/ranker/quality").json["versions"][0]

@@ -175,23 +175,23 @@ def auc(stats: QualityStats) -> tuple[float, float]:
     return a, s10 / m + s01 / n
 
 
-def log_loss(stats: QualityStats) -> tuple[float, float]:
-    """Mean log-loss and the variance of that mean; (nan, nan) without binary labels."""
-    k = stats.n_binary
+def _mean_and_variance(total: float, total_sq: float, k: float) -> tuple[float, float]:
+    """A mean from its sum and sum of squares over k items, and the variance of that mean."""
     if k < 2:
         return math.nan, math.nan
-    mean = stats.sum_logloss / k
-    var = max(stats.sumsq_logloss / k - mean * mean, 0.0) * k / (k - 1)
+    mean = total / k
+    var = max(total_sq / k - mean * mean, 0.0) * k / (k - 1)
     return mean, var / k
+
+
+def log_loss(stats: QualityStats) -> tuple[float, float]:
+    """Mean log-loss and the variance of that mean; (nan, nan) without binary labels."""
+    return _mean_and_variance(stats.sum_logloss, stats.sumsq_logloss, stats.n_binary)
 
 
 def ndcg(stats: QualityStats) -> tuple[float, float]:
-    k = stats.lists_relevant
-    if k < 2:
-        return math.nan, math.nan
-    mean = stats.sum_ndcg / k
-    var = max(stats.sumsq_ndcg / k - mean * mean, 0.0) * k / (k - 1)
-    return mean, var / k
+    """Mean NDCG@k over the lists with a relevant event, and the variance of that mean."""
+    return _mean_and_variance(stats.sum_ndcg, stats.sumsq_ndcg, stats.lists_relevant)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ class ResourceWatch:
 
     def findings(self, model: str, served: str | None, baseline_version: str | None,
                  now: float) -> tuple[Finding, ...]:
-        if served is None or True:  # BROKEN ON PURPOSE
+        if served is None:
             return ()
         c = self.config
         out: list[Finding] = []

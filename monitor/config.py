@@ -62,6 +62,10 @@ class MonitorConfig:
     # e.g. "sentinel build ranker --repository /models". None: record and alert only.
     retrain_command: str | None = None
     retrain_cooldown_s: float = 6 * 3600.0
+    # Triton's memory limit when the sidecar cannot read it: as its own container in a pod the
+    # sidecar's cgroup is not Triton's (set it to the Triton container's limits.memory). None: the
+    # sidecar's cgroup limit, else the host's total (monitor.resource_watch).
+    memory_limit_bytes: int | None = None
     policy: Policy = field(default_factory=Policy)
     # Per-signal keyword arguments for the detector's config ("default" applies to every signal).
     detectors: Mapping[str, Mapping[str, float | int | bool]] = field(default_factory=FrozenDict)
@@ -119,6 +123,16 @@ def _number(kind: type, low: float | None = None, high: float | None = None, low
             raise ConfigError(f"{key}: must be <= {high:g}, got {value!r}")
         return value
 
+    return check
+
+
+def _optional_number(kind: type, low: float | None = None) -> Check:
+    number = _number(kind, low)
+
+    def check(key: str, value: Any, from_env: bool) -> Any:
+        if value is None or (from_env and value == ""):
+            return None
+        return number(key, value, from_env)
     return check
 
 
@@ -191,6 +205,7 @@ _TOP: dict[str, Check] = {
     "feedback_retention_s": _number(float, 60),
     "retrain_command": _text(optional=True),
     "retrain_cooldown_s": _number(float, 0),
+    "memory_limit_bytes": _optional_number(int, 1),
 }
 _RATIOS = ("dead_stub_failure_ratio", "probe_timeout_failure_ratio", "max_known_good_error_rate",
            "quality_confidence", "drift_max_p_value")

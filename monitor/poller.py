@@ -20,6 +20,7 @@ from monitor.alert_queue import AlertQueue
 from monitor.detect import DetectorConfig, expected_false_alarms_per_day
 from monitor.feedback_store import FeedbackStore
 from monitor.judge import Judge, Judgement
+from monitor.resource_watch import ResourceWatch
 from monitor.retrain import RetrainRunner
 from monitor.observe import apply_index
 from monitor.outcomes import apply_result
@@ -58,7 +59,8 @@ class Poller:
                  actuator: Actuator | None = None,
                  objectives: dict[str, float] | None = None,
                  feedback: FeedbackStore | None = None,
-                 retrain: RetrainRunner | None = None):
+                 retrain: RetrainRunner | None = None,
+                 resources: ResourceWatch | None = None):
         self.scraper, self.repo, self.prober = scraper, repo, prober
         self.events = events
         self.store = store or SeriesStore(clock=clock)
@@ -79,7 +81,7 @@ class Poller:
         self.feedback = feedback
         self.retrain = retrain or RetrainRunner(None, 6 * 3600.0, clock=clock)
         self.judge = Judge(self.store, policy, self.detector_configs, self.metrics, interval_s,
-                           objectives=objectives, feedback=feedback)
+                           objectives=objectives, feedback=feedback, resources=resources)
         self.judgement_s = self.judge.judgement_s
         self.models: dict[str, ModelRuntime] = {}
         self.last_scrape: Scrape | None = None

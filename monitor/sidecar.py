@@ -24,6 +24,8 @@ from monitor.prometheus_source import PrometheusSource
 from monitor.probe import GoldenProber
 from monitor.eventlog import EventLog
 from monitor.feedback_store import FeedbackStore
+from monitor.cgroup import MemoryLimit
+from monitor.resource_watch import ResourceWatch
 from monitor.retrain import RetrainRunner
 from monitor.scrape import Scraper
 from monitor.store import SeriesStore
@@ -84,12 +86,17 @@ class Sidecar:
         # session is not shared between threads).
         actuator = Actuator(repo, GoldenProber(c.triton_url, Path(c.repository),
                                                timeout_s=c.probe_timeout_s))
+        store = SeriesStore(retention_s=c.retention_s, max_rows=c.max_rows,
+                            max_bytes=c.store_max_bytes)
+        resources = None
+        if c.memory_limit_bytes is not None:
+            stated = MemoryLimit(float(c.memory_limit_bytes), None, "memory_limit_bytes setting")
+            resources = ResourceWatch(store, limits=lambda: stated)
         self.poller = Poller(
             scraper=metrics_source(c), repo=repo,
             prober=GoldenProber(c.triton_url, Path(c.repository), timeout_s=c.probe_timeout_s),
             events=self.events, alerter=self.alerter,
-            store=SeriesStore(retention_s=c.retention_s, max_rows=c.max_rows,
-                              max_bytes=c.store_max_bytes),
+            store=store, resources=resources,
             policy=c.policy, detector_configs=default_detector_configs(dict(c.detectors)),
             probe_interval_s=c.probe_interval_s, interval_s=c.interval_s, registry=self.registry,
             actuator=actuator, objectives=dict(c.objectives), feedback=self.feedback,

@@ -341,3 +341,18 @@ def test_adapter_reads_the_switch_and_refuses_a_bad_value():
     assert backend_metrics(None, args("off"))._usage is None
     with pytest.raises(ValueError, match="SENTINEL_RESOURCE_METRICS"):
         backend_metrics(None, args("maybe"))
+
+
+def test_a_stated_memory_limit_is_the_one_projections_run_into(tmp_path):
+    """A sidecar in its own container reads its own cgroup, not Triton's: memory_limit_bytes says
+    Triton's limit, and the projection uses it."""
+    from monitor.config import load_config
+    from monitor.sidecar import Sidecar
+    config = load_config(None, env={"SENTINEL_MEMORY_LIMIT_BYTES": str(4 * 2**30)}, overrides={
+        "repository": str(tmp_path), "db_path": str(tmp_path / "ev.sqlite3"), "port": 0})
+    sc = Sidecar(config)
+    try:
+        limit = sc.poller.judge.resources.memory_limit(0.0)
+        assert limit.limit_bytes == 4 * 2**30 and limit.source == "memory_limit_bytes setting"
+    finally:
+        sc.stop()

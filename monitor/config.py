@@ -208,7 +208,7 @@ _TOP: dict[str, Check] = {
     "memory_limit_bytes": _optional_number(int, 1),
 }
 _RATIOS = ("dead_stub_failure_ratio", "probe_timeout_failure_ratio", "max_known_good_error_rate",
-           "quality_confidence", "drift_max_p_value")
+           "quality_confidence", "quality_promote_confidence", "drift_max_p_value")
 _AT_LEAST_ONE = ("consecutive_error_limit", "probe_timeout_limit", "probe_failure_limit")
 
 

@@ -341,7 +341,8 @@ def quality_config(policy: Policy) -> quality_mod.QualityConfig:
     return quality_mod.QualityConfig(
         min_labels=policy.quality_min_labels, min_positives=policy.quality_min_positives,
         auc_margin=policy.quality_auc_margin, ndcg_margin=policy.quality_ndcg_margin,
-        min_lists=policy.quality_min_lists, confidence=policy.quality_confidence)
+        min_lists=policy.quality_min_lists, confidence=policy.quality_confidence,
+        promote_confidence=policy.quality_promote_confidence)
 
 
 def quality_evidence(q: quality_mod.QualityAssessment) -> dict:

@@ -35,6 +35,8 @@ def apply_index(runtime: Callable[[str], ModelRuntime], models: Iterable[str],
             previous = rt.served or rt.last_served
             rt.snapshot_current()
             rt.served = served
+            if rt.requested is not None and rt.requested != served:
+                rt.requested = None  # superseded by this activation (see monitor.outcomes)
             if served != previous or first:
                 # Not by us: someone loaded it through Triton's API, or this sidecar just
                 # started. The reconcile step decides whether that is a deploy under watch.

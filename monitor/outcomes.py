@@ -46,6 +46,11 @@ def apply_result(rt: ModelRuntime, result: ActionResult, metrics: MonitorMetrics
                                       "probe": probe.status if probe else None,
                                       "from_version": req.from_version}))
     if req.kind in ("deploy", "promote") and outcome.ok:
+        if rt.requested is not None and rt.requested != req.version:
+            # A version that failed to load earlier was reported and alerted; a later deploy that
+            # succeeded supersedes it, and its "failed to load" must not hold the new version's
+            # judgement at "error" for the rest of the detection window.
+            rt.requested = None
         out.events.append(Event(result.finished_at, req.model, req.version, "activation",
                                 reason=f"version {req.version} now serves ({req.kind} by "
                                        f"{req.actor}, "

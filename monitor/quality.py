@@ -240,10 +240,15 @@ class QualityConfig:
     ndcg_margin: float = 0.02
     min_lists: int = 200            # lists with a relevant event before NDCG is compared
     confidence: float = 0.999       # one-sided: P(difference beyond the bound) ≤ 0.1 %
+    # "ok" (may become known good) needs the drop shown to be within the margin: the one-sided
+    # lower bound of the difference above -margin at this confidence (a non-inferiority test).
+    # Between that and "worse" the version stays inconclusive: more labels will tell.
+    promote_confidence: float = 0.95
 
     def __post_init__(self):
-        if not 0.5 < self.confidence < 1:
-            raise ValueError(f"quality confidence must be in (0.5, 1), got {self.confidence}")
+        for name in ("confidence", "promote_confidence"):
+            if not 0.5 < getattr(self, name) < 1:
+                raise ValueError(f"quality {name} must be in (0.5, 1), got {getattr(self, name)}")
         if self.min_labels < 10 or self.min_positives < 2:
             raise ValueError("quality min_labels must be ≥ 10 and min_positives ≥ 2")
 
@@ -256,7 +261,9 @@ class MetricComparison:
     difference: float           # served - reference
     bound: float                # one-sided upper confidence bound of the difference
     margin: float
-    worse: bool
+    worse: bool                 # bound < -margin: worse beyond the margin, at `confidence`
+    lower: float = math.nan     # one-sided lower bound at `promote_confidence`
+    within: bool = False        # lower > -margin: shown to be no worse than the margin
 
 
 @dataclass(frozen=True)
@@ -295,14 +302,16 @@ def compare(model: str, version: str, served: QualityStats, reference_version: s
                    f"version {version}; {config.min_labels} ({config.min_positives} of each "
                    f"outcome) needed to compare it with version {reference_version}")
     z = NormalDist().inv_cdf(config.confidence)
+    z_ok = NormalDist().inv_cdf(config.promote_confidence)
     comparisons = []
     a_s, v_s = auc(served)
     a_r, v_r = auc(reference)
-    comparisons.append(_metric("auc", a_s, v_s, a_r, v_r, z, config.auc_margin))
+    comparisons.append(_metric("auc", a_s, v_s, a_r, v_r, z, z_ok, config.auc_margin))
     if served.lists_relevant >= config.min_lists and reference.lists_relevant >= config.min_lists:
         n_s, nv_s = ndcg(served)
         n_r, nv_r = ndcg(reference)
-        comparisons.append(_metric(f"ndcg@{LIST_K}", n_s, nv_s, n_r, nv_r, z, config.ndcg_margin))
+        comparisons.append(_metric(f"ndcg@{LIST_K}", n_s, nv_s, n_r, nv_r, z, z_ok,
+                                   config.ndcg_margin))
     worse = [c for c in comparisons if c.worse]
     if worse:
         reason = "; ".join(
@@ -313,9 +322,19 @@ def compare(model: str, version: str, served: QualityStats, reference_version: s
                                  reason=f"{reason}; {int(served.n)} and {int(reference.n)} "
                                         f"labelled events")
     best = comparisons[0]
+    text = (f"online auc {best.served:.3f} against {best.reference:.3f} for version "
+            f"{reference_version} (difference {best.difference:+.3f}")
+    open_ = [c for c in comparisons if not c.within]
+    if open_:
+        c = open_[0]
+        return QualityAssessment(
+            **base, verdict="insufficient", comparisons=tuple(comparisons),
+            reason=f"{text}): not yet shown to be within the {c.margin:g} margin on {c.metric} "
+                   f"({config.promote_confidence:.0%} lower bound {c.lower:+.3f}); "
+                   f"{int(served.n)} labelled events so far")
     return QualityAssessment(**base, verdict="ok", comparisons=tuple(comparisons),
-                             reason=f"online auc {best.served:.3f} against {best.reference:.3f} "
-                                    f"(difference {best.difference:+.3f}): within the margin")
+                             reason=f"{text}, {config.promote_confidence:.0%} lower bound "
+                                    f"{best.lower:+.3f} > -{best.margin:g}): within the margin")
 
 
 def _enough(stats: QualityStats, config: QualityConfig) -> bool:
@@ -324,10 +343,11 @@ def _enough(stats: QualityStats, config: QualityConfig) -> bool:
 
 
 def _metric(name: str, served: float, var_s: float, reference: float, var_r: float, z: float,
-            margin: float) -> MetricComparison:
+            z_ok: float, margin: float) -> MetricComparison:
     # The two versions served different requests (different hours or replicas): independent
     # samples, so the variances add.
     diff = served - reference
-    bound = diff + z * math.sqrt(max(var_s + var_r, 0.0))
+    sd = math.sqrt(max(var_s + var_r, 0.0))
+    bound, lower = diff + z * sd, diff - z_ok * sd
     return MetricComparison(name, served, reference, diff, bound, margin,
-                            worse=bool(bound < -margin))
+                            worse=bool(bound < -margin), lower=lower, within=bool(lower > -margin))

@@ -352,6 +352,7 @@ class Policy:
     quality_ndcg_margin: float = 0.02
     quality_min_lists: int = 200
     quality_confidence: float = 0.999
+    quality_promote_confidence: float = 0.95  # "within the margin" before it may be known good
     quality_reference_s: float = 6 * 3600.0
     # Prediction drift (monitor.drift): a version's sampled scores against the reference's. A drift
     # needs p ≤ drift_max_p_value and PSI ≥ drift_min_psi; it is a warning (alert, and the version

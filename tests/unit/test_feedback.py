@@ -106,8 +106,20 @@ def test_compare_finds_a_reversed_ranker_and_passes_an_equal_one():
     assert worse.verdict == "worse"
     c = worse.comparisons[0]
     assert c.metric == "auc" and c.difference < -0.3 and c.bound < -c.margin
-    same = q.compare("m", "2", _stats(_events(rng, 1500)), "1", reference)
-    assert same.verdict == "ok"
+    same = q.compare("m", "2", _stats(_events(rng, 8000)), "1", reference)
+    assert same.verdict == "ok" and same.comparisons[0].lower > -0.02
+
+
+def test_ok_needs_the_drop_shown_within_the_margin_not_just_no_evidence_of_worse():
+    rng = np.random.default_rng(11)
+    reference = _stats(_events(rng, 20_000))
+    early = q.compare("m", "2", _stats(_events(rng, 1200)), "1", reference)
+    assert early.verdict == "insufficient" and "not yet shown to be within" in early.reason
+    # A drop of ~0.05: not "worse" on few labels, but never "ok" however many come in.
+    for n in (1200, 3000, 30_000):
+        out = q.compare("m", "2", _stats(_events(rng, n, strength=0.78)), "1", reference)
+        assert out.verdict != "ok", (n, out.comparisons[0])
+    assert out.verdict == "worse"
 
 
 def test_a_drop_inside_the_margin_is_not_acted_on():
@@ -264,7 +276,7 @@ def _assessment(verdict, version="2"):
     rng = np.random.default_rng(9)
     reference = _stats(_events(rng, 3000))
     served = {"worse": _stats(_events(rng, 2000, reverse=True)),
-              "ok": _stats(_events(rng, 2000)),
+              "ok": _stats(_events(rng, 8000)),
               "insufficient": _stats(_events(rng, 100))}[verdict]
     out = q.compare("ranker", version, served, "1", reference)
     assert out.verdict == verdict

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sstats
 
-from monitor.types import Scrape
+from monitor.types import DriftFinding, Scrape
+
+__all__ = ["DriftConfig", "DriftFinding", "ScoreWindows", "compare"]
 
 Key = tuple[str, str]
 
@@ -26,22 +28,6 @@ class DriftConfig:
     min_samples: int = 2000     # sampled scores on each side before anything is said
     max_p_value: float = 1e-6
     min_psi: float = 0.2
-
-
-@dataclass(frozen=True)
-class DriftFinding:
-    """One distribution against another; evidence in decisions and retrain events."""
-
-    model: str
-    version: str
-    against: str                # "version 1" or "its own first hours"
-    p_value: float
-    psi: float
-    samples: int
-    reference_samples: int
-    drifted: bool
-    mean: float = math.nan           # bucket-midpoint means, for the reason text
-    reference_mean: float = math.nan
 
 
 def compare(model: str, version: str, counts: np.ndarray, reference: np.ndarray, against: str,

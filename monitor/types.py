@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Mapping, Union
+from typing import Any, Literal, Mapping, Union
 
 from monitor.quality import QualityAssessment
-
-if TYPE_CHECKING:
-    from monitor.drift import DriftFinding
 
 # Triton's own failure reasons (2.51) and the custom error reasons model.py reports. Unknown reasons
 # still count in the totals; only these get a per-reason signal column.
@@ -288,8 +286,25 @@ class ActionRecord:
     version: str  # the version loaded by the action
 
 
+@dataclass(frozen=True)
+class DriftFinding:
+    """A version's sampled scores against another's (monitor.drift); evidence in decisions
+    and retrain events."""
+
+    model: str
+    version: str
+    against: str                # "version 1" or "its own first hours"
+    p_value: float
+    psi: float
+    samples: int
+    reference_samples: int
+    drifted: bool
+    mean: float = math.nan           # bucket-midpoint means, for the reason text
+    reference_mean: float = math.nan
+
+
 Evidence = Union[Detection, ProbeResult, FailureEvidence, VersionState, ScrapeOutcome,
-                 QualityAssessment, "DriftFinding"]
+                 QualityAssessment, DriftFinding]
 
 
 _DEFAULT_BAD_DIRECTIONS = {

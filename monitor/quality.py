@@ -324,7 +324,9 @@ def compare(model: str, version: str, served: QualityStats, reference_version: s
     best = comparisons[0]
     text = (f"online auc {best.served:.3f} against {best.reference:.3f} for version "
             f"{reference_version} (difference {best.difference:+.3f}")
-    open_ = [c for c in comparisons if not c.within]
+    # Promotion is gated on the AUC, the metric every event informs; NDCG (per list, far noisier
+    # per event) can show a version worse but is not required to show it within its margin.
+    open_ = [c for c in comparisons if c.metric == "auc" and not c.within]
     if open_:
         c = open_[0]
         return QualityAssessment(

@@ -323,3 +323,15 @@ def test_the_quality_series_is_per_window_of_serving_time_on_request(app):
     assert [w["labelled"] for w in v2["series"]] == [300, 200]
     assert v2["series"][0]["start"] == fb.window_of(NOW - 900, 300.0)
     assert "series" not in app.get("/api/models/ranker/quality").json["versions"][0]
+
+
+def test_promotion_waits_on_the_auc_not_on_the_noisier_list_metric():
+    rng = np.random.default_rng(12)
+    reference, served = _stats(_events(rng, 40_000)), _stats(_events(rng, 40_000))
+    for stats, seed in ((reference, 1), (served, 2)):  # a few noisy lists on each side
+        r = np.random.default_rng(seed)
+        for _ in range(250):
+            stats.add(q.ranked_list(r.random(5), (r.random(5) < 0.3).astype(float)))
+    out = q.compare("m", "2", served, "1", reference)
+    ndcg = next(c for c in out.comparisons if c.metric.startswith("ndcg"))
+    assert not ndcg.within and out.verdict == "ok"

@@ -1,0 +1,112 @@
+"""The poller's side of the fleet lease: renew it once per cycle, say when it changes hands or the
+engine cannot be reached, and answer "may this sidecar decide now?" without I/O.
+
+Every sidecar judges its own Triton (its pages and alerts stay complete) and reconciles it to the
+desired state in the shared repository; only the holder turns a judgement into a desired-state
+write (rollback, known good, adopting an outside activation, retrain). A follower records its
+judgement with the outcome "not acting" and the reason, so its event log says who decided."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from monitor.lease import Lease, LeaseStatus, NoLease
+from monitor.types import Alert, Event
+
+
+@dataclass(frozen=True)
+class LeaseStep:
+    status: LeaseStatus
+    events: tuple[Event, ...] = ()
+    alerts: tuple[Alert, ...] = ()
+
+
+class LeaseKeeper:
+    def __init__(self, lease: Lease | None = None, clock: Callable[[], float] = time.time):
+        self.lease = lease if lease is not None else NoLease()
+        self.clock = clock
+        self.status: LeaseStatus | None = None
+        self.checked_at: float | None = None
+
+    @property
+    def coordinated(self) -> bool:
+        """False for a lone sidecar (no lease engine): everything behaves as before fleets."""
+        return self.lease.backend != "none"
+
+    @property
+    def identity(self) -> str:
+        return self.lease.identity
+
+    def step(self) -> LeaseStep:
+        """Acquire or renew (network I/O: call without the poller's lock)."""
+        before, status = self.status, self.lease.acquire()
+        self.status, self.checked_at = status, self.clock()
+        if not self.coordinated:
+            return LeaseStep(status)
+        return LeaseStep(status, *_transitions(before, status, self.checked_at))
+
+    def may_decide(self) -> bool:
+        return self.lease.held()
+
+    def why_not(self) -> str:
+        s = self.status
+        if s is not None and s.error:
+            return f"not acting: no lease ({s.error})"
+        holder = s.holder if s is not None else None
+        return f"not acting: the {self.lease.backend} lease is held by " \
+               f"{holder or 'nobody yet'}; this sidecar reconciles to the desired state only"
+
+    def deferred(self, event: Event) -> Event:
+        """A follower's record of a decision it does not carry out."""
+        return replace(event, outcome="not acting", reason=f"{self.why_not()}: {event.reason}",
+                       evidence={**event.evidence, "lease": self.public()})
+
+    def acted(self, event: Event) -> Event:
+        if not self.coordinated:
+            return event
+        return replace(event, evidence={**event.evidence, "lease": self.public()})
+
+    def public(self) -> dict:
+        s = self.status
+        return {"backend": self.lease.backend, "identity": self.identity,
+                "held": self.lease.held(), "holder": s.holder if s else None,
+                "error": s.error if s else None, "ttl_s": s.ttl_s if s else None,
+                "checked_at": self.checked_at}
+
+    def release(self) -> None:
+        self.lease.release()
+
+
+def _transitions(before: LeaseStatus | None, now: LeaseStatus,
+                 ts: float) -> tuple[tuple[Event, ...], tuple[Alert, ...]]:
+    events, alerts = [], []
+    was_held = before is not None and before.held
+    if now.held and not was_held:
+        events.append(Event(ts, "*", None, "lease", outcome="acquired", actor=now.identity,
+                            reason=f"{now.identity} holds the {now.backend} lease and decides "
+                                   f"for the fleet (ttl {now.ttl_s:g}s)"))
+    elif was_held and not now.held:
+        events.append(Event(ts, "*", None, "lease", outcome="lost", actor=now.identity,
+                            reason=f"{now.identity} lost the {now.backend} lease"
+                                   + (f": {now.error}" if now.error else
+                                      f" (holder now: {now.holder or 'nobody'})")
+                                   + "; it stops deciding and only reconciles"))
+    elif not now.held and now.holder and (before is None or before.holder != now.holder):
+        events.append(Event(ts, "*", None, "lease", outcome="follower", actor=now.identity,
+                            reason=f"{now.holder} holds the {now.backend} lease; {now.identity} "
+                                   "judges and reconciles only"))
+    had_error = before is not None and before.error is not None
+    if now.error and not had_error:
+        events.append(Event(ts, "*", None, "lease", outcome="unavailable", actor=now.identity,
+                            reason=f"cannot reach the lease engine: {now.error}; no decision is "
+                                   "carried out without the lease, reconcile goes on"))
+        alerts.append(Alert("SentinelLeaseUnavailable", "*", None, "critical",
+                            summary="fleet lease engine unreachable: nobody decides",
+                            description=now.error))
+    elif had_error and not now.error:
+        events.append(Event(ts, "*", None, "lease", outcome="available", actor=now.identity,
+                            reason=f"the {now.backend} lease engine answers again"))
+        alerts.append(Alert("SentinelLeaseUnavailable", "*", None, "critical",
+                            summary="fleet lease engine reachable again", ends_at=ts))
+    return tuple(events), tuple(alerts)

@@ -85,7 +85,7 @@ def _transitions(before: LeaseStatus | None, now: LeaseStatus,
     if now.held and not was_held:
         events.append(Event(ts, "*", None, "lease", outcome="acquired", actor=now.identity,
                             reason=f"{now.identity} holds the {now.backend} lease and decides "
-                                   f"for the fleet (ttl {now.ttl_s:g}s)"))
+                                   "for the fleet" + (f" (ttl {now.ttl_s:g}s)" if now.ttl_s else "")))
     elif was_held and not now.held:
         events.append(Event(ts, "*", None, "lease", outcome="lost", actor=now.identity,
                             reason=f"{now.identity} lost the {now.backend} lease"

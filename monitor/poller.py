@@ -342,10 +342,12 @@ class Poller:
         """Not the lease holder: record the judgement as not carried out; repair only this
         replica's own Triton (a reload changes no desired state, and no other sidecar can do it)."""
         decision = judged.decision
-        if judged.decision_event is not None:
+        if judged.decision_event is not None and decision.action == "rollback":
             self._record(self.lease.deferred(judged.decision_event))
             with self.lock:
                 self.models[model].deferred_event = judged.decision_event
+        elif judged.decision_event is not None:  # no write needed: recorded as judged
+            self._record(judged.decision_event)
         with self.lock:
             busy = self.models[model].pending is not None or self.actuator.busy(model)
         if decision.action == "reload" and not busy:

@@ -4,6 +4,7 @@ cannot be reached leaves nobody holding it. No Triton here (tests/integration/te
 the whole fleet)."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -46,6 +47,25 @@ def test_one_holder_and_everyone_agrees_who(cluster):
     assert len(set.union(*rounds)) == 1, "the lease changed hands while its holder renewed it"
     holder = next(iter(rounds[0]))
     assert {lease.holder().holder for lease in leases} == {holder}
+
+
+def test_candidates_racing_for_a_free_lease_one_wins(cluster):
+    # Everyone reads "absent" and asks at once: only etcd's transaction (put if the key was never
+    # created) keeps this to one winner.
+    leases = [EtcdLease(cluster.endpoints, "race", f"sidecar-{i}", TTL) for i in range(8)]
+    barrier = threading.Barrier(len(leases))
+
+    def race(lease):
+        barrier.wait()
+        lease.acquire()
+    threads = [threading.Thread(target=race, args=(lease,)) for lease in leases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [lease.identity for lease in leases if lease.held()]
+    assert len(winners) == 1, winners
+    assert {lease.holder().holder for lease in leases} == set(winners)
 
 
 def test_another_takes_over_within_the_ttl_when_the_holder_stops(cluster):

@@ -22,12 +22,22 @@ class LeaseStep:
     alerts: tuple[Alert, ...] = ()
 
 
+# An etcd leader election makes every member fail a request or two for a second or so; the
+# holder keeps its lease through it (its last renewal is still valid). Only errors that last this
+# many cycles in a row are reported as the engine being unreachable.
+UNAVAILABLE_AFTER = 3
+
+
 class LeaseKeeper:
-    def __init__(self, lease: Lease | None = None, clock: Callable[[], float] = time.time):
+    def __init__(self, lease: Lease | None = None, clock: Callable[[], float] = time.time,
+                 unavailable_after: int = UNAVAILABLE_AFTER):
         self.lease = lease if lease is not None else NoLease()
         self.clock = clock
+        self.unavailable_after = unavailable_after
         self.status: LeaseStatus | None = None
         self.checked_at: float | None = None
+        self._errors_in_a_row = 0
+        self._reported_unavailable = False
 
     @property
     def coordinated(self) -> bool:
@@ -44,7 +54,12 @@ class LeaseKeeper:
         self.status, self.checked_at = status, self.clock()
         if not self.coordinated:
             return LeaseStep(status)
-        return LeaseStep(status, *_transitions(before, status, self.checked_at))
+        self._errors_in_a_row = self._errors_in_a_row + 1 if status.error else 0
+        was = self._reported_unavailable
+        self._reported_unavailable = self._errors_in_a_row >= self.unavailable_after or \
+            (was and status.error is not None)
+        return LeaseStep(status, *_transitions(before, status, self.checked_at, was,
+                                               self._reported_unavailable))
 
     def may_decide(self) -> bool:
         return self.lease.held()
@@ -78,8 +93,8 @@ class LeaseKeeper:
         self.lease.release()
 
 
-def _transitions(before: LeaseStatus | None, now: LeaseStatus,
-                 ts: float) -> tuple[tuple[Event, ...], tuple[Alert, ...]]:
+def _transitions(before: LeaseStatus | None, now: LeaseStatus, ts: float, was_unavailable: bool,
+                 unavailable: bool) -> tuple[tuple[Event, ...], tuple[Alert, ...]]:
     events, alerts = [], []
     was_held = before is not None and before.held
     if now.held and not was_held:
@@ -96,15 +111,14 @@ def _transitions(before: LeaseStatus | None, now: LeaseStatus,
         events.append(Event(ts, "*", None, "lease", outcome="follower", actor=now.identity,
                             reason=f"{now.holder} holds the {now.backend} lease; {now.identity} "
                                    "judges and reconciles only"))
-    had_error = before is not None and before.error is not None
-    if now.error and not had_error:
+    if unavailable and not was_unavailable:
         events.append(Event(ts, "*", None, "lease", outcome="unavailable", actor=now.identity,
                             reason=f"cannot reach the lease engine: {now.error}; no decision is "
                                    "carried out without the lease, reconcile goes on"))
         alerts.append(Alert("SentinelLeaseUnavailable", "*", None, "critical",
                             summary="fleet lease engine unreachable: nobody decides",
                             description=now.error))
-    elif had_error and not now.error:
+    elif was_unavailable and not unavailable:
         events.append(Event(ts, "*", None, "lease", outcome="available", actor=now.identity,
                             reason=f"the {now.backend} lease engine answers again"))
         alerts.append(Alert("SentinelLeaseUnavailable", "*", None, "critical",

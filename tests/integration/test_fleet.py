@@ -252,8 +252,10 @@ def test_without_the_lease_engine_nobody_decides_and_reconcile_goes_on(fleet):
     fleet.etcd.stop()
     assert wait_for(lambda: not fleet.holders(), TTL + 3) is not None
     assert all(r.sidecar.lease()["error"] for r in fleet.live())
-    unavailable = {n for n, e in fleet.events(start, "lease") if e["outcome"] == "unavailable"}
-    assert unavailable == {r.name for r in fleet.live()}
+    def unavailable():
+        return {n for n, e in fleet.events(start, "lease") if e["outcome"] == "unavailable"}
+    assert wait_for(lambda: unavailable() == {r.name for r in fleet.live()}, 10) is not None, \
+        unavailable()
     # An operator's deploy still goes out: reconcile needs no lease.
     via = fleet.live()[0]
     r = via.sidecar.post("deploy", version="2", force=True, reason="bad idea, during an outage")

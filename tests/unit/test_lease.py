@@ -203,14 +203,31 @@ def test_lease_keeper_says_when_the_lease_changes_hands_and_when_the_engine_is_g
     assert [e.outcome for e in keeper.step().events] == ["acquired"]
     lease.next = LeaseStatus("etcd", "me", False, None, "etcd unreachable (x: ConnectionError)")
     step = keeper.step()
-    assert [e.outcome for e in step.events] == ["lost", "unavailable"]
+    assert [e.outcome for e in step.events] == ["lost"]
     assert "etcd unreachable" in step.events[0].reason
+    assert keeper.step().alerts == ()  # an election blip is not an outage
+    step = keeper.step()  # the third failing cycle in a row
+    assert [e.outcome for e in step.events] == ["unavailable"]
     assert [a.alertname for a in step.alerts] == ["SentinelLeaseUnavailable"]
+    assert keeper.step().events == ()
     assert "no lease (etcd unreachable" in keeper.why_not()
     lease.next = LeaseStatus("etcd", "me", False, "other")
     step = keeper.step()
     assert [e.outcome for e in step.events] == ["follower", "available"]
     assert step.alerts[0].ends_at == 1.0  # resolved
+
+
+def test_lease_keeper_reports_no_outage_for_errors_that_do_not_last():
+    lease = _Lease()
+    lease.next = LeaseStatus("etcd", "me", True, "me")
+    keeper = LeaseKeeper(lease, clock=lambda: 1.0)
+    keeper.step()
+    for _ in range(2):  # held through an election: renewals fail twice, the lease stays valid
+        lease.next = LeaseStatus("etcd", "me", True, None, "etcd unreachable (no leader)")
+        assert keeper.step().events == ()
+    lease.next = LeaseStatus("etcd", "me", True, "me")
+    step = keeper.step()
+    assert step.events == () and step.alerts == ()
 
 
 # ------------------------------------------------------------------ reconcile as a follower

@@ -494,9 +494,14 @@ class Poller:
         with self.lock:
             rt = self.runtime(model)
             rt.last_reconcile_at, rt.last_reconcile_version = now, version
-            served = rt.served
+            served, desired = rt.served, rt.desired
+        # In a fleet, replicas other than the one the operator deployed through reach a new
+        # version by reconciling: they must judge its step from the old level as that replica
+        # does, not start blind on fresh detectors (the holder may be one of them).
+        as_deploy = served is not None and desired is not None and desired.watch is not None \
+            and desired.watch.version == version and not desired.is_known_good(version)
         self._submit(ActionRequest(model, version, "reconcile", reason, from_version=served,
-                                   submitted_at=now))
+                                   submitted_at=now, as_deploy=as_deploy))
 
     # ------------------------------------------------------------------ operators
 

@@ -405,3 +405,44 @@ def test_removing_the_lease_file_directory_while_holding(tmp_path):
     assert status.error and status.held  # 3 s into a 5 s lease
     mono.t += 3
     assert not lease.acquire().held
+
+
+# ------------------------------------------------------------------ judging a fleet's deploy
+
+
+def _result(kind: str, as_deploy: bool):
+    from monitor.actuator import ActionRequest, ActionResult
+    request = ActionRequest("ranker", "2", kind, "r", from_version="1", as_deploy=as_deploy)
+    return ActionResult(request, ActionOutcome(True, "ranker", "2", "load", 0.1),
+                        ProbeResult("ranker", "2", 1.0, "ok"), 1.0)
+
+
+@pytest.mark.parametrize("as_deploy, kept", [(True, True), (False, False)])
+def test_a_reconcile_to_a_version_under_watch_is_judged_like_a_deploy(as_deploy, kept):
+    # A replica that reaches v2 by reconciling (the deploy went through another replica) keeps
+    # its detectors, so v2's step from v1's level is a change point here too; a reconcile back to
+    # a known-good version starts afresh, so the bad period is never its reference.
+    from prometheus_client import CollectorRegistry
+
+    from monitor.outcomes import apply_result
+    from monitor.runtime import ModelRuntime, MonitorMetrics
+    old = {"error_rate": object()}
+    rt = ModelRuntime("ranker", old, served="1")
+    apply_result(rt, _result("reconcile", as_deploy), MonitorMetrics(CollectorRegistry()),
+                 lambda: {"error_rate": object()})
+    assert (rt.detectors is old) == kept and rt.served == "2"
+    assert ("1" in rt.snapshots) == kept
+
+
+def test_the_poller_marks_a_reconcile_to_a_watched_version_as_a_deploy(repository):
+    repo = _Repo(served="1")
+    p = poller(repository, _NotHeld("replica-1"), repo)
+    for _ in range(50):  # desired v2 (under watch), v1 serves: the reconcile loads v2
+        p.cycle()
+        actions = [e for e in p.events if e.kind == "action"]  # its result, applied
+        if actions:
+            break
+        time.sleep(0.05)
+    assert repo.loads == ["2"] and actions[0].action == "reconcile"
+    assert "1" in p.models["ranker"].snapshots  # v1's detector state kept aside, as a deploy does
+    p.close()

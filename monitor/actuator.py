@@ -27,6 +27,9 @@ class ActionRequest:
     phase: str | None = None
     from_version: str | None = None
     submitted_at: float = 0.0
+    # A reconcile that carries out a deploy decided elsewhere (another replica's sidecar or an
+    # operator; the version is under watch): judged like a deploy, against the level before it.
+    as_deploy: bool = False
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,12 @@ def metrics():
     return generate_latest(poller().metrics.registry), 200, {"Content-Type": CONTENT_TYPE_LATEST}
 
 
+@api.get("/api/lease")
+def lease():
+    """The fleet lease as this sidecar last saw it (no I/O: renewed by the poller each cycle)."""
+    return jsonify(clean(poller().lease.public()))
+
+
 @api.get("/api/openapi.json")
 def openapi():
     return jsonify(openapi_document())

@@ -66,6 +66,17 @@ class MonitorConfig:
     # sidecar's cgroup is not Triton's (set it to the Triton container's limits.memory). None: the
     # sidecar's cgroup limit, else the host's total (monitor.resource_watch).
     memory_limit_bytes: int | None = None
+    # Fleet (several replicas on one repository): who decides. "none" = this sidecar alone (one
+    # replica); "file" = a lease file on the repository (replicas on one host); "etcd" = an etcd
+    # cluster (lease_endpoints = its client URLs); "kubernetes" = a coordination.k8s.io Lease named
+    # lease_key (lease_endpoints: the API server, default in-cluster). See docs/deployment.md.
+    lease: str = "none"
+    lease_endpoints: tuple[str, ...] = ()
+    lease_key: str = "sentinel-leader"
+    lease_ttl_s: float = 10.0
+    lease_identity: str | None = None  # default: hostname:port:pid (the pod name in Kubernetes)
+    lease_namespace: str | None = None  # kubernetes; default: the pod's own namespace
+    lease_file: Path | None = None  # file; default: <repository>/.sentinel-lease.json
     policy: Policy = field(default_factory=Policy)
     # Per-signal keyword arguments for the detector's config ("default" applies to every signal).
     detectors: Mapping[str, Mapping[str, float | int | bool]] = field(default_factory=FrozenDict)
@@ -91,6 +102,8 @@ class MonitorConfig:
                 value = dict(value)
             elif isinstance(value, Path):
                 value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
             out[f.name] = value
         return out
 
@@ -171,6 +184,23 @@ def _selector(key: str, value: Any, from_env: bool) -> str | None:
         raise ConfigError(f"{key}: {exc}") from None
 
 
+def _choice(*choices: str) -> Check:
+    def check(key: str, value: Any, from_env: bool) -> str:
+        if value not in choices:
+            raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return check
+
+
+def _urls(key: str, value: Any, from_env: bool) -> tuple[str, ...]:
+    if isinstance(value, str):  # the environment's form: comma-separated
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{key}: expected a list of URLs, got {value!r}")
+    return tuple(_text(url=True)(key, v, from_env) for v in value)
+
+
 def _path(key: str, value: Any, from_env: bool) -> Path | None:
     if value is None or value == "":
         return None
@@ -206,6 +236,13 @@ _TOP: dict[str, Check] = {
     "retrain_command": _text(optional=True),
     "retrain_cooldown_s": _number(float, 0),
     "memory_limit_bytes": _optional_number(int, 1),
+    "lease": _choice("none", "file", "etcd", "kubernetes"),
+    "lease_endpoints": _urls,
+    "lease_key": _text(),
+    "lease_ttl_s": _number(float, 2),  # etcd grants nothing shorter
+    "lease_identity": _text(optional=True),
+    "lease_namespace": _text(optional=True),
+    "lease_file": _path,
 }
 _RATIOS = ("dead_stub_failure_ratio", "probe_timeout_failure_ratio", "max_known_good_error_rate",
            "quality_confidence", "quality_promote_confidence", "drift_max_p_value")
@@ -329,8 +366,22 @@ class _Layers:
         directions.update(self.directions)
         policy = Policy(**self.policy, bad_directions=FrozenDict(directions))
         detectors = FrozenDict({k: FrozenDict(v) for k, v in self.detectors.items()})
-        return MonitorConfig(**self.top, policy=policy, detectors=detectors,
-                             objectives=FrozenDict(self.objectives))
+        config = MonitorConfig(**self.top, policy=policy, detectors=detectors,
+                               objectives=FrozenDict(self.objectives))
+        _check_lease(config)
+        return config
+
+
+def _check_lease(c: MonitorConfig) -> None:
+    """Settings that only make sense together."""
+    if c.lease == "etcd" and not c.lease_endpoints:
+        raise ConfigError("lease_endpoints: lease = etcd needs the cluster's client URLs")
+    if c.lease == "file" and c.lease_file is None and c.repository is None:
+        raise ConfigError("lease_file: lease = file needs lease_file or repository")
+    if c.lease != "none" and c.lease_ttl_s < 3 * c.interval_s:
+        # The holder renews once per cycle: a TTL of fewer than ~3 cycles lapses between renewals.
+        raise ConfigError(f"lease_ttl_s: must be at least 3 x interval_s ({3 * c.interval_s:g}), "
+                          f"got {c.lease_ttl_s:g}")
 
 
 def _read_file(path: Path) -> Mapping[str, Any]:

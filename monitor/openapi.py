@@ -65,6 +65,10 @@ def openapi_document() -> dict:
                             "schema": {"type": "string"}},
                            _num("since", "unix seconds; only points at or after")],
             "responses": {"200": _json("Series"), "400": _ERROR, "404": _ERROR}}},
+        "/api/lease": {"get": {
+            "summary": "The fleet lease: this sidecar's identity, whether it holds the lease "
+                       "(decides), the holder, the engine's last error",
+            "responses": {"200": _json("Lease")}}},
         "/api/models/{model}/desired": {"get": {
             "summary": "The model's desired state as stored in the repository (sentinel.json)",
             "parameters": [_model_param()],
@@ -133,6 +137,10 @@ def openapi_document() -> dict:
     strings = {"type": "array", "items": {"type": "string"}}
     schemas = {
         "Error": obj({"error": {"type": "string"}}),
+        "Lease": obj({"backend": one_of(("none", "file", "etcd", "kubernetes")),
+                      "identity": {"type": "string"}, "held": {"type": "boolean"},
+                      "holder": nullable_str, "error": nullable_str, "ttl_s": nullable_num,
+                      "checked_at": nullable_num}),
         "Health": obj({"ok": {"type": "boolean"},
                        "last_scrape": obj({"ts": {"type": "number"},
                                            "phase": one_of(("ok", "error")),

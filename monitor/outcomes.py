@@ -26,13 +26,13 @@ def apply_result(rt: ModelRuntime, result: ActionResult, metrics: MonitorMetrics
     if probe is not None and outcome.ok:
         rt.probes.append(probe)
     if outcome.ok:
-        if req.kind in ("rollback", "reload", "reconcile"):
+        if req.kind in ("rollback", "reload", "reconcile") and not req.as_deploy:
             # The bad period must not become the reference for what comes next: resume the
             # target's own baseline if we have it, else start fresh. A deploy keeps the
             # detectors, so the new version is judged against the old one.
             reset_detectors(rt, new_detectors, resume=req.version if req.kind != "reload" else None)
         if req.version != rt.served:
-            if req.kind in ("deploy", "promote"):
+            if req.kind in ("deploy", "promote") or req.as_deploy:
                 rt.snapshot_current()
             rt.served, rt.activated_at = req.version, result.finished_at
             rt.last_served = req.version

@@ -7,6 +7,7 @@ bounded queue, so neither can hold a cycle. Each model's part of a cycle is isol
 exception becomes that model's error event and the others go on."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -19,8 +20,10 @@ from monitor.actuator import ActionRequest, ActionResult, Actuator
 from monitor.alert_queue import AlertQueue
 from monitor.detect import DetectorConfig, expected_false_alarms_per_day
 from monitor.feedback_store import FeedbackStore
+from monitor.fleet import LeaseKeeper
 from monitor.judge import Judge, Judgement
 from monitor.resource_watch import ResourceWatch
+from monitor.lease import Lease
 from monitor.retrain import RetrainRunner
 from monitor.observe import apply_index
 from monitor.outcomes import apply_result
@@ -60,7 +63,8 @@ class Poller:
                  objectives: dict[str, float] | None = None,
                  feedback: FeedbackStore | None = None,
                  retrain: RetrainRunner | None = None,
-                 resources: ResourceWatch | None = None):
+                 resources: ResourceWatch | None = None,
+                 lease: Lease | None = None):
         self.scraper, self.repo, self.prober = scraper, repo, prober
         self.events = events
         self.store = store or SeriesStore(clock=clock)
@@ -80,6 +84,9 @@ class Poller:
             if alerter is not None else None
         self.feedback = feedback
         self.retrain = retrain or RetrainRunner(None, 6 * 3600.0, clock=clock)
+        # Fleet: only the lease holder turns judgements into desired-state writes (monitor.fleet).
+        self.lease = LeaseKeeper(lease, clock)
+        self.actor = self.lease.identity if self.lease.coordinated else "poller"
         self.judge = Judge(self.store, policy, self.detector_configs, self.metrics, interval_s,
                            objectives=objectives, feedback=feedback, resources=resources)
         self.judgement_s = self.judge.judgement_s
@@ -148,6 +155,7 @@ class Poller:
 
     def cycle(self) -> list[Decision]:
         started = time.perf_counter()
+        self._lease_step()
         scrape = self.scraper.scrape()
         self.store.add(scrape)
         self.judge.scores.add(scrape)  # the score histograms for prediction drift
@@ -198,6 +206,22 @@ class Poller:
         self.metrics.cycles.inc()
         self.metrics.cycle_seconds.observe(time.perf_counter() - started)
         return [j.decision for j in judgements.values()]
+
+    def _lease_step(self) -> None:
+        """Renew or try to take the fleet lease (I/O, no lock); record when it changes hands."""
+        try:
+            step = self.lease.step()
+        except Exception:  # noqa: BLE001 - a lease bug must not stop reconciling; not held then
+            log.exception("lease step failed")
+            return
+        self.metrics.lease_held.set(1 if step.status.held else 0)
+        if step.status.error:
+            self.metrics.lease_errors.inc()
+        for event in step.events:
+            self._record(event)
+        for alert in step.alerts:
+            if self.alerts is not None:
+                self.alerts.send(alert)
 
     def _guarded(self, model: str, stage: str, fn, *args):
         """Run one model's stage; an exception is that model's error event, not the cycle's end."""
@@ -269,14 +293,26 @@ class Poller:
     def _carry_out(self, model: str, judged: Judgement) -> None:
         """What a judgement asks for, in order: record it, change the desired state, act."""
         decision = judged.decision
-        event_id = self._record(judged.decision_event) if judged.decision_event else None
         now = self.clock()
+        if not self.lease.may_decide():
+            self._follow(model, judged)
+            return
+        with self.lock:
+            rt = self.models[model]
+            # A decision first judged while following (recorded "not acting") is recorded again
+            # when this sidecar, now the holder, carries it out: one decision event per action.
+            event = judged.decision_event or (
+                dataclasses.replace(rt.deferred_event, ts=now)
+                if rt.deferred_event is not None and decision.action == "rollback" else None)
+            rt.deferred_event = None
+        event_id = self._record(self.lease.acted(event)) if event is not None else None
         with self.lock:
             busy = self.models[model].pending is not None or self.actuator.busy(model)
             busy_frozen = self.models[model].is_frozen
         if judged.promote is not None and not (self.policy.freeze or busy_frozen):
             version, baseline = judged.promote, judged.promote_baseline
-            if self._write(model, lambda s: ds.mark_known_good(s, version, now, "poller", baseline)
+            if self._write(model, lambda s: ds.mark_known_good(s, version, now, self.actor,
+                                                             baseline)
                            if s is not None else None, f"mark version {version} known good"):
                 self._record(Event(now, model, version, "known_good",
                                    reason=f"version {version} is now the last known good",
@@ -290,7 +326,7 @@ class Poller:
             # Desired state first: if it cannot be written, nothing is loaded (a load the state
             # does not back would be undone by the next reconcile, or survive a restart wrongly).
             if not self._write(model, lambda s: ds.reject(s, bad, target, decision.reason, now,
-                                                          "poller", event_id)
+                                                          self.actor, event_id)
                                if s is not None else None, f"reject version {bad}"):
                 return
             self._submit(ActionRequest(model, target, "rollback", decision.reason,
@@ -299,6 +335,27 @@ class Poller:
             self._submit(ActionRequest(model, decision.target_version, "reload", decision.reason,
                                        phase=decision.phase, from_version=decision.served_version,
                                        submitted_at=now))
+        elif decision.action == "alert":
+            rt = self.models[model]
+            if not (rt.acked and rt.acked[0] == decision.phase):
+                self._alert(model, decision)
+
+    def _follow(self, model: str, judged: Judgement) -> None:
+        """Not the lease holder: record the judgement as not carried out; repair only this
+        replica's own Triton (a reload changes no desired state, and no other sidecar can do it)."""
+        decision = judged.decision
+        if judged.decision_event is not None and decision.action == "rollback":
+            self._record(self.lease.deferred(judged.decision_event))
+            with self.lock:
+                self.models[model].deferred_event = judged.decision_event
+        elif judged.decision_event is not None:  # no write needed: recorded as judged
+            self._record(judged.decision_event)
+        with self.lock:
+            busy = self.models[model].pending is not None or self.actuator.busy(model)
+        if decision.action == "reload" and not busy:
+            self._submit(ActionRequest(model, decision.target_version, "reload", decision.reason,
+                                       phase=decision.phase, from_version=decision.served_version,
+                                       submitted_at=self.clock()))
         elif decision.action == "alert":
             rt = self.models[model]
             if not (rt.acked and rt.acked[0] == decision.phase):
@@ -324,8 +381,20 @@ class Poller:
         which is recorded and alerted: a decision that cannot be made durable is not carried out."""
         if self.desired_store is None:
             return True
+        with self.lock:
+            # The generation this decision was judged on: if anyone wrote since (an operator, or
+            # another sidecar that also believed it held the lease), the write is refused and the
+            # decision is judged again next cycle on the newer state (compare-and-swap).
+            read = self.runtime(model).desired
+        expected = read.generation if read is not None else 0
         try:
-            state = self.desired_store.update(model, change)
+            state = self.desired_store.update(model, change, expected_generation=expected)
+        except ds.StaleGeneration as exc:
+            self._record(Event(self.clock(), model, None, "desired_conflict", outcome="not written",
+                               actor=self.actor, reason=f"did not {what}: {exc.problem}; judged "
+                                                        "again on the newer state"))
+            self._refresh_desired(model)
+            return False
         except ds.DesiredStateError as exc:
             reason = f"could not {what}: {exc}"
             self._record(Event(self.clock(), model, None, "desired_error", phase="error",
@@ -373,7 +442,11 @@ class Poller:
                                 action_in_flight=rt.pending is not None
                                 or self.actuator.busy(model))
             desired, error = rt.desired, rt.desired_error
-            last_attempt, frozen = rt.last_reconcile_at, rt.is_frozen
+            # The retry delay is for a version that failed to load, not for the next decision: a
+            # follower that loaded v2 a moment ago converges to the rollback at once.
+            last_attempt = rt.last_reconcile_at if desired is not None and \
+                rt.last_reconcile_version == desired.version else float("-inf")
+            frozen = rt.is_frozen
         if error is not None:
             return Step("wait", reason=error)  # never act on a state file we could not read
         if self.desired_store is None:
@@ -383,7 +456,8 @@ class Poller:
             # adopted once thawed).
             return Step("wait", reason="frozen: not reconciling")
         now = self.clock()
-        step = plan(desired, observed, now, last_attempt, self.policy.reconcile_retry_s)
+        step = plan(desired, observed, now, last_attempt, self.policy.reconcile_retry_s,
+                    may_write=self.lease.may_decide())
         with self.lock:
             if step.kind != "wait":
                 rt.external = False
@@ -394,7 +468,7 @@ class Poller:
             version = step.version
             origin = "adopted" if observed.served else "reconcile"
             if self._write(model, lambda s: s if s is not None else
-                           ds.initial(model, version, now, "poller", origin=origin),
+                           ds.initial(model, version, now, self.actor, origin=origin),
                            "write the first desired state"):
                 self._record(Event(now, model, version, "desired", reason=step.reason))
             if observed.served is None:
@@ -421,10 +495,15 @@ class Poller:
     def _start_reconcile_load(self, model: str, version: str, reason: str, now: float) -> None:
         with self.lock:
             rt = self.runtime(model)
-            rt.last_reconcile_at = now
-            served = rt.served
+            rt.last_reconcile_at, rt.last_reconcile_version = now, version
+            served, desired = rt.served, rt.desired
+        # In a fleet, replicas other than the one the operator deployed through reach a new
+        # version by reconciling: they must judge its step from the old level as that replica
+        # does, not start blind on fresh detectors (the holder may be one of them).
+        as_deploy = served is not None and desired is not None and desired.watch is not None \
+            and desired.watch.version == version and not desired.is_known_good(version)
         self._submit(ActionRequest(model, version, "reconcile", reason, from_version=served,
-                                   submitted_at=now))
+                                   submitted_at=now, as_deploy=as_deploy))
 
     # ------------------------------------------------------------------ operators
 
@@ -515,6 +594,7 @@ class Poller:
             stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
 
     def close(self) -> None:
+        self.lease.release()  # a clean stop hands over at once instead of after the TTL
         self.actuator.shutdown()
         if self.alerts is not None:
             self.alerts.close()

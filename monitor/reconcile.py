@@ -4,7 +4,11 @@ so every cycle can ask again and a restart of anything loses nothing.
 
 The one edge it looks at is an activation the sidecar did not make (someone loaded a version
 through Triton's API): that is a deploy under watch, adopted into the desired state, never a reason
-to forget it. A rejected version is never adopted; it is replaced at once."""
+to forget it. A rejected version is never adopted; it is replaced at once.
+
+In a fleet only the lease holder may write the desired state (`may_write`); a follower never
+initialises or adopts: it waits for the holder's state, and converges its own Triton back to the
+fleet's desired version when someone activated another one on it directly."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,12 +38,14 @@ class Step:
 
 
 def plan(desired: DesiredState | None, observed: Observed, now: float, last_attempt_at: float,
-         retry_s: float = 30.0) -> Step:
+         retry_s: float = 30.0, may_write: bool = True) -> Step:
     if not observed.index_known:
         return Step("wait", reason="Triton's repository index is unreachable; nothing to compare")
     if observed.action_in_flight:
         return Step("wait", reason="an action on this model is in flight")
     served = observed.served
+    if (desired is None or desired.version is None) and not may_write:
+        return Step("wait", reason="no desired state yet; the lease holder writes the first one")
     if desired is None or desired.version is None:
         if served is not None:
             return Step("initialise", served, f"no desired state yet: version {served} serves, "
@@ -53,7 +59,7 @@ def plan(desired: DesiredState | None, observed: Observed, now: float, last_atte
     if served == want:
         return Step("none", want, f"version {want} serves, as desired")
     if served is not None and observed.external_activation and not desired.is_rejected(served) \
-            and desired.pinned is None and not desired.frozen:
+            and desired.pinned is None and not desired.frozen and may_write:
         return Step("adopt", served, f"version {served} was activated outside the sidecar "
                                      f"(desired: {want}): a deploy under watch")
     if desired.frozen:

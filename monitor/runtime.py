@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from monitor.detect import SIGNAL_PRESETS, DetectorConfig, OnlineDetector
 from monitor.quality import QualityAssessment
-from monitor.types import Decision, KnownGoodState, VersionState
+from monitor.types import Decision, Event, KnownGoodState, VersionState
 from sentinel.desired_state import DesiredState
 
 # Detector presets the sidecar runs on each model's served stream. error_budget reads the
@@ -45,6 +45,8 @@ class ModelRuntime:
     last_probe_at: float = float("-inf")
     last_fed_ts: float = float("-inf")
     last_reconcile_at: float = float("-inf")
+    last_reconcile_version: str | None = None
+    deferred_event: Event | None = None  # a decision judged while following, not carried out
     index_ts: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))
     fed: int = 0
     # Detector state of each version from just before it stopped serving, so that a rollback to it
@@ -126,6 +128,12 @@ class MonitorMetrics:
         self.false_alarms = Gauge("sentinel_monitor_expected_false_alarms_per_day",
                                   "Expected false alarms per day over the watched fleet "
                                   "(series x each preset's stated rate)", registry=registry)
+        self.lease_held = Gauge("sentinel_monitor_lease_held",
+                                "1 while this sidecar holds the fleet lease (decides)",
+                                registry=registry)
+        self.lease_errors = Counter("sentinel_monitor_lease_errors",
+                                    "Cycles whose lease renewal could not reach the engine",
+                                    registry=registry)
         self.alerts_dropped = Counter("sentinel_monitor_alerts_dropped",
                                       "Alerts dropped because the send queue was full",
                                       registry=registry)

@@ -26,6 +26,7 @@ from monitor.eventlog import EventLog
 from monitor.feedback_store import FeedbackStore
 from monitor.cgroup import MemoryLimit
 from monitor.resource_watch import ResourceWatch
+from monitor.lease import make_lease
 from monitor.retrain import RetrainRunner
 from monitor.scrape import Scraper
 from monitor.store import SeriesStore
@@ -101,7 +102,8 @@ class Sidecar:
             probe_interval_s=c.probe_interval_s, interval_s=c.interval_s, registry=self.registry,
             actuator=actuator, objectives=dict(c.objectives), feedback=self.feedback,
             retrain=RetrainRunner(c.retrain_command, c.retrain_cooldown_s,
-                                  log_dir=Path(c.db_path).parent if c.db_path != ":memory:" else None))
+                                  log_dir=Path(c.db_path).parent if c.db_path != ":memory:" else None),
+            lease=make_lease(c))
         # What must serve comes from the repository (desired state), not from this sidecar's
         # event log: a fresh pod with an empty log converges to the same versions.
         self.app = create_app(self.poller, self.events, token=c.token,

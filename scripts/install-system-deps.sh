@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests start or call by hand: headless Chromium for the page
-# tests, a real Prometheus server (and its
-# promtool) and a real Alertmanager. Idempotent: installs only what is missing, says what it does,
+# tests, a real Prometheus server (and its promtool), a real Alertmanager and etcd (the fleet
+# lease's tests run a 3-member cluster on loopback). Idempotent: installs only what is missing, says what it does,
 # and exits 0 without touching apt when everything is there.
 #
 #   scripts/install-system-deps.sh          install what is missing (root, or sudo without a password)
@@ -9,8 +9,8 @@
 set -euo pipefail
 
 # package -> a command it provides (what the tests look for)
-PACKAGES=(prometheus prometheus-alertmanager chromium)
-declare -A PROVIDES=([prometheus]=promtool [prometheus-alertmanager]=prometheus-alertmanager [chromium]=chromium)
+PACKAGES=(prometheus prometheus-alertmanager chromium etcd-server)
+declare -A PROVIDES=([prometheus]=promtool [prometheus-alertmanager]=prometheus-alertmanager [chromium]=chromium [etcd-server]=etcd)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

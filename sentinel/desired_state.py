@@ -208,7 +208,7 @@ def from_dict(data: Mapping[str, Any], path: Path) -> DesiredState:
 # ------------------------------------------------------------ the file shell
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
@@ -282,7 +282,7 @@ class DesiredStateStore:
             if new.generation <= have:
                 raise DesiredStateError(self.path(model), "a new desired state needs a higher "
                                                           "generation than the stored one")
-            _atomic_write(self.path(model), json.dumps(to_dict(new), indent=2, sort_keys=True))
+            atomic_write(self.path(model), json.dumps(to_dict(new), indent=2, sort_keys=True))
             self.apply_version_policy(model, new.version)
             return new
 
@@ -301,7 +301,7 @@ class DesiredStateStore:
             return False
         config.version_policy.Clear()
         config.version_policy.specific.versions.extend(wanted)
-        _atomic_write(config_path, to_pbtxt(config))
+        atomic_write(config_path, to_pbtxt(config))
         return True
 
     def policy_version(self, model: str) -> str | None:

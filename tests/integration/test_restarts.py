@@ -7,11 +7,6 @@ The steps run in file order on one repository: v1 good, v2 fails 30 %, v3 good, 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +17,7 @@ from monitor.act import RepositoryClient
 from sentinel.desired_state import DesiredStateStore
 from sentinel.load import LoadGenerator
 from sentinel.triton import TritonOptions, TritonServer, free_port
+from tests.sidecar_process import SidecarProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -30,56 +26,6 @@ VERSIONS = {"1": None, "2": "errors", "3": None, "4": "errors"}
 # Shipped defaults (1 s cycles, probes every 5 s, 30 s cooldown, 3 rollbacks/h) except
 # known_good_after_s (60 s), shortened so that the sequence fits the test budget.
 SETTINGS = {"policy": {"known_good_after_s": 15}}
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class SidecarProcess:
-    """`sentinel monitor` as its own process, so it can be killed like a crashed pod."""
-
-    def __init__(self, workdir: Path, opts: TritonOptions, port: int):
-        self.workdir, self.port = workdir, port
-        self.db = workdir / "events.sqlite3"
-        self.config = workdir / "sentinel.json"
-        self.config.write_text(json.dumps({
-            **SETTINGS, "triton_url": opts.http_url, "metrics_url": opts.metrics_url,
-            "admin_key": ADMIN_KEY, "repository": str(opts.repository), "port": port,
-            "db_path": str(self.db), "token": TOKEN}))
-        self.proc: subprocess.Popen | None = None
-        self.url = f"http://127.0.0.1:{port}"
-
-    def start(self) -> "SidecarProcess":
-        log = open(self.workdir / "sidecar.log", "ab")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
-        self.proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "monitor", "--config",
-                                      str(self.config)], stdout=log, stderr=subprocess.STDOUT,
-                                     env=env, cwd=ROOT)
-        log.close()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.workdir / "sidecar.log").read_text()[-3000:]
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=1).ok:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("sidecar not up in 60 s")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def model(self) -> dict:
-        return requests.get(f"{self.url}/api/models/ranker", timeout=5).json()
-
-    def post(self, action: str, **body) -> requests.Response:
-        return requests.post(f"{self.url}/api/models/ranker/{action}", json=body,
-                             headers={"X-Sentinel-Token": TOKEN}, timeout=200)
-
-    def events(self, since: float, kind: str | None = None) -> list[dict]:
-        params = {"since": since, "limit": 2000, **({"kind": kind} if kind else {})}
-        return requests.get(f"{self.url}/api/events", params=params, timeout=5).json()["events"]
 
 
 class Stack:
@@ -88,7 +34,7 @@ class Stack:
         self.opts = TritonOptions(repo, free_port(), free_port(), free_port(), admin_key=ADMIN_KEY,
                                   log_path=workdir / "triton.log")  # default: every built model
         self.triton = TritonServer(self.opts)
-        self.sidecar = SidecarProcess(workdir, self.opts, free_port())
+        self.sidecar = SidecarProcess(workdir, self.opts, free_port(), ADMIN_KEY, TOKEN, SETTINGS)
         self.load = LoadGenerator(self.opts.grpc_url, clients=2, rate_per_client=25.0)
         self.desired = DesiredStateStore(repo)
 

@@ -191,7 +191,8 @@ def test_public_dict_is_plain_json():
 def test_every_field_can_be_set():
     """A field added to MonitorConfig or Policy without a validation rule would be unreachable."""
     defaults = MonitorConfig()
-    samples = {"prometheus_selector": 'namespace="ml"'}  # optional settings with their own syntax
+    samples = {"prometheus_selector": 'namespace="ml"',  # optional settings with their own syntax
+               "memory_limit_bytes": 8 * 2**30}
     for f in dataclasses.fields(MonitorConfig):
         if f.name in ("policy", "detectors"):
             continue

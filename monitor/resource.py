@@ -220,7 +220,7 @@ def describe(finding) -> str:
                 f"p={finding.p_value:.1g}, now {finding.memory_bytes / _MIB:.0f} MiB)")
         if finding.seconds_to_limit is not None:
             text += (f"; at this rate the memory limit ({finding.limit_bytes / 2**30:.1f} GiB, "
-                     f"{finding.limit_source}) is reached in {_duration(finding.seconds_to_limit)}")
+                     f"{finding.limit_source}) is reached in {duration_text(finding.seconds_to_limit)}")
         else:
             text += "; no memory limit known to project to"
         return text
@@ -236,7 +236,8 @@ def describe(finding) -> str:
     return repr(finding)
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """A projection's time as the reasons and the pages write it (45 s, 12 min, 3.5 h)."""
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from monitor.charts import Line, line_chart, sparkline
-from monitor.resource import MemoryGrowth, describe
+from monitor.resource import MemoryGrowth, describe, duration_text
 
 _MIB, _GIB = 2**20, 2**30
 
@@ -43,7 +43,7 @@ def resource_charts(store, model: str, findings=(), since: float | None = None,
                             (growth.memory_bytes + growth.slope_bytes_per_s * ahead) / _MIB]))
         if growth.seconds_to_limit is not None:
             title = (f"Stub memory — v{growth.version} reaches the limit "
-                     f"({growth.limit_bytes / _GIB:.1f} GiB) in {_duration(growth.seconds_to_limit)}")
+                     f"({growth.limit_bytes / _GIB:.1f} GiB) in {duration_text(growth.seconds_to_limit)}")
     cpu = [Line(f"v{v}", f["ts"].to_list(), _values(f, "cpu_ms_per_request", 1.0))
            for v, f in frames.items()]
     return [line_chart(memory, title=title, unit="MiB, all instances", markers=markers),
@@ -81,10 +81,3 @@ def server_view(store, watch, now: float) -> dict | None:
                  for g in latest.gpus],
     }
 
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

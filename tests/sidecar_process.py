@@ -73,3 +73,16 @@ class SidecarProcess:
     def events(self, since: float, kind: str | None = None) -> list[dict]:
         params = {"since": since, "limit": 2000, **({"kind": kind} if kind else {})}
         return requests.get(f"{self.url}/api/events", params=params, timeout=5).json()["events"]
+
+
+def wait_for(predicate, timeout_s: float, step: float = 0.25) -> float | None:
+    """Seconds until `predicate()` was true (an unreachable sidecar counts as not yet), or None."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        try:
+            if predicate():
+                return time.monotonic() - start
+        except requests.RequestException:
+            pass
+        time.sleep(step)
+    return None

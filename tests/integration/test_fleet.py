@@ -19,7 +19,7 @@ from sentinel.desired_state import DesiredStateStore
 from sentinel.load import LoadGenerator
 from sentinel.triton import TritonOptions, TritonServer, free_port
 from tests.etcd_cluster import EtcdCluster, etcd_cluster
-from tests.sidecar_process import SidecarProcess
+from tests.sidecar_process import SidecarProcess, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -95,18 +95,6 @@ class Fleet:
         rollbacks = [(n, e) for n, e in self.events(since, "decision") if e["action"] == "rollback"]
         return ([(n, e) for n, e in rollbacks if e["outcome"] is None],
                 [(n, e) for n, e in rollbacks if e["outcome"] == "not acting"])
-
-
-def wait_for(predicate, timeout_s: float, step: float = 0.25) -> float | None:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        try:
-            if predicate():
-                return time.monotonic() - start
-        except requests.RequestException:
-            pass
-        time.sleep(step)
-    return None
 
 
 @pytest.fixture(scope="module")

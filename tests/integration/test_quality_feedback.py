@@ -8,7 +8,6 @@ request; its golden set is computed through the fault, so its probes pass). Step
 order on one repository."""
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -18,10 +17,11 @@ from sentinel.client import FeedbackClient
 from sentinel.feedback_replay import FeedbackReplayer, labelled_lists
 from sentinel.load import LoadGenerator
 from sentinel.triton import TritonOptions, TritonServer, free_port
-from tests.integration.test_restarts import ADMIN_KEY, TOKEN, SidecarProcess, wait_for
+from tests.sidecar_process import SidecarProcess, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+ADMIN_KEY, TOKEN = "quality-admin", "quality-token"
 VERSIONS = {"1": None, "2": None, "3": "reversed"}
 # Shipped defaults (quality: 1000 labelled events with 50 of each outcome, AUC margin 0.02 at
 # 99.9 %) except known_good_after_s, shortened as in test_restarts so the steps fit the budget.
@@ -34,10 +34,8 @@ class Stack:
         self.opts = TritonOptions(repo, free_port(), free_port(), free_port(), admin_key=ADMIN_KEY,
                                   log_path=workdir / "triton.log")
         self.triton = TritonServer(self.opts)
-        self.sidecar = SidecarProcess(workdir, self.opts, free_port())
-        config = json.loads(self.sidecar.config.read_text())
-        config["policy"] = POLICY
-        self.sidecar.config.write_text(json.dumps(config))
+        self.sidecar = SidecarProcess(workdir, self.opts, free_port(), ADMIN_KEY, TOKEN,
+                                      {"policy": POLICY})
         self.load = LoadGenerator(self.opts.grpc_url, clients=2, rate_per_client=20.0)
         self.lists = labelled_lists(test_split)
         self.replayer: FeedbackReplayer | None = None

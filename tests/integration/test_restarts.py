@@ -17,7 +17,7 @@ from monitor.act import RepositoryClient
 from sentinel.desired_state import DesiredStateStore
 from sentinel.load import LoadGenerator
 from sentinel.triton import TritonOptions, TritonServer, free_port
-from tests.sidecar_process import SidecarProcess
+from tests.sidecar_process import SidecarProcess, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,18 +45,6 @@ class Stack:
         except requests.RequestException:
             return set()
         return {e["version"] for e in r.json() if e.get("state") == "READY"} if r.ok else set()
-
-
-def wait_for(predicate, timeout_s: float, step: float = 0.25) -> float | None:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        try:
-            if predicate():
-                return time.monotonic() - start
-        except requests.RequestException:
-            pass
-        time.sleep(step)
-    return None
 
 
 def known_good(stack: Stack) -> list[str]:

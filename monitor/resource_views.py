@@ -80,4 +80,3 @@ def server_view(store, watch, now: float) -> dict | None:
                   if g.memory_used_bytes is not None and g.memory_total_bytes else "—"}
                  for g in latest.gpus],
     }
-

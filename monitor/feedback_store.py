@@ -62,6 +62,7 @@ class FeedbackStore:
             return
         with self._write_lock:
             with self._lock:
+                # New records, never the stored ones changed in place: readers hold references.
                 updated = {(m, v, st): (self._get(m, v, st) or QualityStats()).copy().add(x)
                            for (m, v, st), x in sums.items()}
             try:
@@ -92,14 +93,15 @@ class FeedbackStore:
         """Sums of the version's windows that start in [since, until)."""
         lo = -float("inf") if since is None else since
         hi = float("inf") if until is None else until
-        with self._lock:
-            picked = [s.copy() for start, s in self._windows.get((model, version), {}).items()
+        with self._lock:  # references: a stored record is replaced, never changed (add)
+            picked = [s for start, s in self._windows.get((model, version), {}).items()
                       if lo <= start < hi]
         return merged(picked)
 
     def windows(self, model: str, version: str) -> list[tuple[float, QualityStats]]:
+        """The version's windows, oldest first; the records are shared: read them, do not add."""
         with self._lock:
-            out = [(start, s.copy()) for start, s in self._windows.get((model, version), {}).items()]
+            out = list(self._windows.get((model, version), {}).items())
         return sorted(out, key=lambda w: w[0])
 
     def versions(self, model: str | None = None) -> list[tuple[str, str]]:

@@ -86,3 +86,11 @@ def wait_for(predicate, timeout_s: float, step: float = 0.25) -> float | None:
             pass
         time.sleep(step)
     return None
+
+
+def ready_versions(triton) -> set[str]:
+    """Versions a running TritonServer lists READY; none while it is down or refusing."""
+    try:
+        return {e["version"] for e in triton.index() if e.get("state") == "READY"}
+    except requests.RequestException:
+        return set()

@@ -19,7 +19,7 @@ from sentinel.desired_state import DesiredStateStore
 from sentinel.load import LoadGenerator
 from sentinel.triton import TritonOptions, TritonServer, free_port
 from tests.etcd_cluster import EtcdCluster, etcd_cluster
-from tests.sidecar_process import SidecarProcess, wait_for
+from tests.sidecar_process import SidecarProcess, ready_versions, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,12 +38,7 @@ class Replica:
     load: LoadGenerator
 
     def ready_versions(self) -> set[str]:
-        try:
-            r = requests.post(f"{self.opts.http_url}/v2/repository/index", json={},
-                              headers={"admin-key": ADMIN_KEY}, timeout=2)
-        except requests.RequestException:
-            return set()
-        return {e["version"] for e in r.json() if e.get("state") == "READY"} if r.ok else set()
+        return ready_versions(self.triton)
 
 
 class Fleet:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from monitor.canary import CanaryPolicy
 from monitor.prometheus_source import SelectorError, check_selector
 from monitor.types import SIGNAL_NAMES, FrozenDict, Policy
 
@@ -19,7 +20,7 @@ log = logging.getLogger("sentinel.monitor")
 ENV_PREFIX = "SENTINEL_"
 _NESTED = "__"
 _SECRETS = ("admin_key", "token", "read_token")
-_SECTIONS = ("policy", "detectors", "objectives")
+_SECTIONS = ("policy", "detectors", "objectives", "canary")
 _DIRECTIONS = ("up", "down", "both", "none")
 
 
@@ -77,6 +78,13 @@ class MonitorConfig:
     lease_identity: str | None = None  # default: hostname:port:pid (the pod name in Kubernetes)
     lease_namespace: str | None = None  # kubernetes; default: the pod's own namespace
     lease_file: Path | None = None  # file; default: <repository>/.sentinel-lease.json
+    # Canaries (`sentinel deploy --canary K`): the holder compares the canary's replicas with the
+    # rest on fleet-wide counters: from prometheus_url with these label matchers (every replica's
+    # Triton target), or, without Prometheus, from each replica's own metrics URL, which it
+    # announces as replica_url (default: metrics_url; set it to an address other sidecars reach).
+    fleet_selector: str | None = None
+    replica_url: str | None = None
+    canary: CanaryPolicy = field(default_factory=CanaryPolicy)
     policy: Policy = field(default_factory=Policy)
     # Per-signal keyword arguments for the detector's config ("default" applies to every signal).
     detectors: Mapping[str, Mapping[str, float | int | bool]] = field(default_factory=FrozenDict)
@@ -96,6 +104,8 @@ class MonitorConfig:
                     p.name: dict(v) if isinstance(v := getattr(value, p.name), Mapping) else v
                     for p in dataclasses.fields(value)
                 }
+            elif f.name == "canary":
+                value = dataclasses.asdict(value)
             elif f.name == "detectors":
                 value = {k: dict(v) for k, v in value.items()}
             elif f.name == "objectives":
@@ -243,6 +253,8 @@ _TOP: dict[str, Check] = {
     "lease_identity": _text(optional=True),
     "lease_namespace": _text(optional=True),
     "lease_file": _path,
+    "fleet_selector": _selector,
+    "replica_url": _text(optional=True, url=True),
 }
 _RATIOS = ("dead_stub_failure_ratio", "probe_timeout_failure_ratio", "max_known_good_error_rate",
            "quality_confidence", "quality_promote_confidence", "drift_max_p_value")
@@ -307,6 +319,7 @@ class _Layers:
         self.directions: dict[str, str] = {}
         self.detectors: dict[str, dict[str, Any]] = {}
         self.objectives: dict[str, float] = {}
+        self.canary: dict[str, Any] = {}
 
     def set(self, path: tuple[str, ...], value: Any, source: str, from_env: bool) -> None:
         name = ".".join(path)
@@ -323,6 +336,19 @@ class _Layers:
             self.policy[path[1]] = _POLICY[path[1]](where, value, from_env)
         elif head == "policy" and path[1:2] == ("bad_directions",):
             self._set_directions(path, value, where, source, from_env)
+        elif head == "canary" and len(path) == 1:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: expected a table of canary settings")
+            for k, v in value.items():
+                self.set(("canary", str(k)), v, source, from_env)
+        elif head == "canary" and len(path) == 2:
+            if from_env and isinstance(value, str) and path[1] == "score_shift_fails":
+                value = _bool(where, value, from_env)
+            try:
+                CanaryPolicy().with_overrides({path[1]: value})
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            self.canary[path[1]] = value
         elif head == "detectors":
             self._set_detectors(path, value, where, source, from_env)
         elif head == "objectives" and len(path) == 1:
@@ -366,8 +392,12 @@ class _Layers:
         directions.update(self.directions)
         policy = Policy(**self.policy, bad_directions=FrozenDict(directions))
         detectors = FrozenDict({k: FrozenDict(v) for k, v in self.detectors.items()})
+        try:
+            canary = CanaryPolicy().with_overrides(self.canary)
+        except ValueError as exc:
+            raise ConfigError(f"canary: {exc}") from None
         config = MonitorConfig(**self.top, policy=policy, detectors=detectors,
-                               objectives=FrozenDict(self.objectives))
+                               objectives=FrozenDict(self.objectives), canary=canary)
         _check_lease(config)
         return config
 

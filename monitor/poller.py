@@ -23,7 +23,9 @@ from monitor.feedback_store import FeedbackStore
 from monitor.fleet import LeaseKeeper
 from monitor.judge import Judge, Judgement
 from monitor.resource_watch import ResourceWatch
+from monitor.canary_watch import CanaryWatch
 from monitor.lease import Lease
+from monitor.replicas import ReplicaRegistry
 from monitor.retrain import RetrainRunner
 from monitor.observe import apply_index
 from monitor.outcomes import apply_result
@@ -64,7 +66,9 @@ class Poller:
                  feedback: FeedbackStore | None = None,
                  retrain: RetrainRunner | None = None,
                  resources: ResourceWatch | None = None,
-                 lease: Lease | None = None):
+                 lease: Lease | None = None,
+                 replicas: ReplicaRegistry | None = None,
+                 canary: CanaryWatch | None = None):
         self.scraper, self.repo, self.prober = scraper, repo, prober
         self.events = events
         self.store = store or SeriesStore(clock=clock)
@@ -87,6 +91,10 @@ class Poller:
         # Fleet: only the lease holder turns judgements into desired-state writes (monitor.fleet).
         self.lease = LeaseKeeper(lease, clock)
         self.actor = self.lease.identity if self.lease.coordinated else "poller"
+        # Fleet membership (heartbeat files in the repository) and the holder's canary judge.
+        self.replicas = replicas
+        self.canary = canary
+        self.members: list = []
         self.judge = Judge(self.store, policy, self.detector_configs, self.metrics, interval_s,
                            objectives=objectives, feedback=feedback, resources=resources)
         self.judgement_s = self.judge.judgement_s
@@ -198,6 +206,7 @@ class Poller:
         self._flush()
         for model, judged in judgements.items():
             self._guarded(model, "action", self._carry_out, model, judged)
+        self._fleet_step()
         for model in list(self.models):
             self._guarded(model, "reconcile", self.reconcile, model)
         self._flush()
@@ -206,6 +215,66 @@ class Poller:
         self.metrics.cycles.inc()
         self.metrics.cycle_seconds.observe(time.perf_counter() - started)
         return [j.decision for j in judgements.values()]
+
+    def _fleet_step(self) -> None:
+        """Announce this replica, and (holder only) judge and advance the fleet's canaries (file
+        and network I/O: no lock held)."""
+        if self.replicas is None:
+            return
+        with self.lock:
+            serves = {m: rt.served for m, rt in self.models.items()}
+            states = {m: rt.desired for m, rt in self.models.items() if rt.desired is not None}
+        holder = self.lease.may_decide()
+        try:
+            self.replicas.beat(serves, holder)
+            self.members = self.replicas.members()
+        except OSError as exc:
+            log.warning("replica heartbeat failed: %s", exc)
+        if self.canary is None:
+            return
+        if not holder:
+            self.canary.step({}, self.members)  # forget tallies: a holder-to-be starts afresh
+            return
+        try:
+            actions = self.canary.step(states, self.members)
+        except Exception:  # noqa: BLE001 - a canary bug must not stop the cycle; recorded below
+            log.exception("canary step failed")
+            self._record(Event(self.clock(), "*", None, "error", phase="error",
+                               reason="canary step failed (see the sidecar log)"))
+            return
+        for action in actions:
+            self._guarded(action.model, "canary", self._canary_action, action)
+
+    def _canary_action(self, action) -> None:
+        now, model, version = self.clock(), action.model, action.version
+        if action.kind == "reject":
+            event = Event(now, model, version, "decision", phase="failing", action="rollback",
+                          reason=action.reason, evidence=dict(action.evidence))
+            event_id = self._record(self.lease.acted(event))
+            if self._write(model, lambda s: ds.reject(s, version, None, action.reason, now,
+                                                      self.actor, event_id)
+                           if s is not None and s.canary is not None
+                           and s.canary.version == version else None,
+                           f"abort the canary of version {version}"):
+                self._record(Event(now, model, version, "canary", outcome="aborted",
+                                   actor=self.actor, reason=action.reason))
+                if self.alerts is not None:
+                    self.alerts.send(Alert("SentinelCanaryFailed", model, version, "critical",
+                                           summary=f"{model}: canary of version {version} "
+                                                   "aborted", description=action.reason))
+            return
+        change = {
+            "widen": lambda s: ds.widen_canary(s, action.replicas, now, self.actor),
+            "finish": lambda s: ds.finish_canary(s, now, self.actor),
+            "end": lambda s: ds.end_canary(s, now, self.actor),
+        }[action.kind]
+        outcome = {"widen": "promoting", "finish": "promoted", "end": "inconclusive"}[action.kind]
+        if self._write(model, lambda s: change(s) if s is not None and s.canary is not None
+                       and s.canary.version == version else None,
+                       f"{action.kind} the canary of version {version}"):
+            self._record(self.lease.acted(Event(now, model, version, "canary", outcome=outcome,
+                                                actor=self.actor, reason=action.reason,
+                                                evidence=dict(action.evidence))))
 
     def _lease_step(self) -> None:
         """Renew or try to take the fleet lease (I/O, no lock); record when it changes hands."""
@@ -309,7 +378,11 @@ class Poller:
         with self.lock:
             busy = self.models[model].pending is not None or self.actuator.busy(model)
             busy_frozen = self.models[model].is_frozen
-        if judged.promote is not None and not (self.policy.freeze or busy_frozen):
+        with self.lock:
+            desired = self.models[model].desired
+        canary_of = desired.canary.version if desired is not None and desired.canary else None
+        if judged.promote is not None and judged.promote != canary_of \
+                and not (self.policy.freeze or busy_frozen):
             version, baseline = judged.promote, judged.promote_baseline
             if self._write(model, lambda s: ds.mark_known_good(s, version, now, self.actor,
                                                              baseline)
@@ -447,6 +520,13 @@ class Poller:
             last_attempt = rt.last_reconcile_at if desired is not None and \
                 rt.last_reconcile_version == desired.version else float("-inf")
             frozen = rt.is_frozen
+        fleet_desired = desired  # what config.pbtxt carries: the fleet's version, never a canary's
+        if desired is not None and desired.canary is not None:
+            # A canary serves on its replicas only: this replica converges to its own target.
+            target = desired.target_for(self.lease.identity)
+            desired = dataclasses.replace(desired, version=target)
+            last_attempt = rt.last_reconcile_at if rt.last_reconcile_version == target \
+                else float("-inf")
         if error is not None:
             return Step("wait", reason=error)  # never act on a state file we could not read
         if self.desired_store is None:
@@ -486,10 +566,10 @@ class Poller:
                                    summary=f"{model}: cannot converge", description=step.reason))
         # Heal a config.pbtxt that lost its write, once per generation rather than every cycle
         # (it is a file read and a protobuf parse per model).
-        if desired is not None and desired.version is not None and \
-                rt.policy_checked != (desired.generation, desired.version):
-            self.desired_store.apply_version_policy(model, desired.version)
-            rt.policy_checked = (desired.generation, desired.version)
+        if fleet_desired is not None and fleet_desired.version is not None and \
+                rt.policy_checked != (fleet_desired.generation, fleet_desired.version):
+            self.desired_store.apply_version_policy(model, fleet_desired.version)
+            rt.policy_checked = (fleet_desired.generation, fleet_desired.version)
         return step
 
     def _start_reconcile_load(self, model: str, version: str, reason: str, now: float) -> None:
@@ -500,8 +580,10 @@ class Poller:
         # In a fleet, replicas other than the one the operator deployed through reach a new
         # version by reconciling: they must judge its step from the old level as that replica
         # does, not start blind on fresh detectors (the holder may be one of them).
-        as_deploy = served is not None and desired is not None and desired.watch is not None \
-            and desired.watch.version == version and not desired.is_known_good(version)
+        as_deploy = served is not None and desired is not None and not \
+            desired.is_known_good(version) and (
+                (desired.watch is not None and desired.watch.version == version)
+                or (desired.canary is not None and desired.canary.version == version))
         self._submit(ActionRequest(model, version, "reconcile", reason, from_version=served,
                                    submitted_at=now, as_deploy=as_deploy))
 
@@ -595,6 +677,8 @@ class Poller:
 
     def close(self) -> None:
         self.lease.release()  # a clean stop hands over at once instead of after the TTL
+        if self.replicas is not None:
+            self.replicas.leave()
         self.actuator.shutdown()
         if self.alerts is not None:
             self.alerts.close()

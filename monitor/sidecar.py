@@ -26,7 +26,9 @@ from monitor.eventlog import EventLog
 from monitor.feedback_store import FeedbackStore
 from monitor.cgroup import MemoryLimit
 from monitor.resource_watch import ResourceWatch
+from monitor.canary_watch import CanaryWatch, FleetEvidence
 from monitor.lease import make_lease
+from monitor.replicas import ReplicaRegistry
 from monitor.retrain import RetrainRunner
 from monitor.scrape import Scraper
 from monitor.store import SeriesStore
@@ -56,6 +58,22 @@ def metrics_source(c) -> Scraper | PrometheusSource:
         return PrometheusSource(c.prometheus_url, c.prometheus_selector or "",
                                 timeout=c.scrape_timeout_s)
     return Scraper(c.metrics_url, timeout=c.scrape_timeout_s)
+
+
+def fleet_parts(c, lease) -> dict:
+    """With a lease (a fleet): the replica registry and the holder's canary judge."""
+    if lease.backend == "none" or c.repository is None:
+        return {}
+    if c.prometheus_url:
+        source = PrometheusSource(c.prometheus_url, c.fleet_selector or "",
+                                  timeout=c.scrape_timeout_s)
+        evidence = FleetEvidence(prometheus=source.scrape)
+    else:
+        evidence = FleetEvidence()
+    return {"replicas": ReplicaRegistry(Path(c.repository), lease.identity,
+                                        c.replica_url or c.metrics_url,
+                                        stale_after_s=max(15.0, 3 * c.lease_ttl_s)),
+            "canary": CanaryWatch(evidence, c.canary)}
 
 
 class SidecarStartError(Exception):
@@ -103,7 +121,7 @@ class Sidecar:
             actuator=actuator, objectives=dict(c.objectives), feedback=self.feedback,
             retrain=RetrainRunner(c.retrain_command, c.retrain_cooldown_s,
                                   log_dir=Path(c.db_path).parent if c.db_path != ":memory:" else None),
-            lease=make_lease(c))
+            lease=(lease := make_lease(c)), **fleet_parts(c, lease))
         # What must serve comes from the repository (desired state), not from this sidecar's
         # event log: a fresh pod with an empty log converges to the same versions.
         self.app = create_app(self.poller, self.events, token=c.token,

@@ -72,6 +72,21 @@ class Watch:
 
 
 @dataclass(frozen=True)
+class Canary:
+    """A version tried on part of the fleet, judged against the replicas that still serve
+    `DesiredState.version` over the same minutes (monitor.canary). `replicas` are the sidecar
+    identities whose Triton serves it; promotion adds replicas in steps until every one does."""
+    version: str
+    replicas: tuple[str, ...]
+    size: int                      # replicas it started on
+    since: float                   # when it was asked for
+    phase: str = "running"         # running | promoting
+    by: str = "operator"
+    reason: str = ""
+    policy: Mapping[str, Any] = field(default_factory=dict)  # overrides of the canary policy
+
+
+@dataclass(frozen=True)
 class DesiredState:
     model: str
     version: str | None
@@ -83,8 +98,15 @@ class DesiredState:
     frozen: bool = False
     updated_at: float = 0.0
     updated_by: str = ""
+    canary: Canary | None = None
 
     # ------------------------------------------------------------ questions
+
+    def target_for(self, replica: str) -> str | None:
+        """The version `replica` must serve: the canary's on its replicas, else the fleet's."""
+        if self.canary is not None and replica in self.canary.replicas:
+            return self.canary.version
+        return self.version
 
     def is_rejected(self, version: str | None) -> bool:
         return version is not None and any(r.version == version for r in self.rejected)
@@ -135,7 +157,8 @@ def deploy(state: DesiredState, version: str, now: float, by: str,
     rejected = tuple(r for r in state.rejected if r.version != version)
     watch = None if state.is_known_good(version) and not state.is_rejected(version) \
         else Watch(version, now, origin, by)
-    return _next(state, now, by, version=version, watch=watch, rejected=rejected)
+    # A deploy to the whole fleet replaces any canary in progress.
+    return _next(state, now, by, version=version, watch=watch, rejected=rejected, canary=None)
 
 
 def reject(state: DesiredState, version: str, target: str | None, reason: str, now: float,
@@ -145,7 +168,8 @@ def reject(state: DesiredState, version: str, target: str | None, reason: str, n
     rejected = (tuple(r for r in state.rejected if r.version != version) + (entry,))[-HISTORY_LIMIT:]
     serve = target if target is not None else state.version
     watch = state.watch if state.watch is not None and state.watch.version == serve else None
-    return _next(state, now, by, version=serve, rejected=rejected, watch=watch)
+    canary = state.canary if state.canary is not None and state.canary.version != version else None
+    return _next(state, now, by, version=serve, rejected=rejected, watch=watch, canary=canary)
 
 
 def mark_known_good(state: DesiredState, version: str, now: float, by: str,
@@ -155,6 +179,38 @@ def mark_known_good(state: DesiredState, version: str, now: float, by: str,
     rejected = tuple(r for r in state.rejected if r.version != version)
     watch = None if state.watch is not None and state.watch.version == version else state.watch
     return _next(state, now, by, known_good=history, rejected=rejected, watch=watch)
+
+
+def start_canary(state: DesiredState, version: str, replicas: tuple[str, ...], now: float, by: str,
+                 reason: str = "", policy: Mapping[str, Any] | None = None) -> DesiredState:
+    """Serve `version` on `replicas` only; the others keep `state.version`."""
+    if not replicas:
+        raise ValueError("a canary needs at least one replica")
+    rejected = tuple(r for r in state.rejected if r.version != version)
+    canary = Canary(version, tuple(replicas), len(replicas), now, "running", by, reason[:500],
+                    dict(policy or {}))
+    return _next(state, now, by, canary=canary, rejected=rejected)
+
+
+def widen_canary(state: DesiredState, replicas: tuple[str, ...], now: float, by: str) -> DesiredState:
+    """A promotion step: the canary passed and now serves on `replicas` as well."""
+    assert state.canary is not None
+    members = state.canary.replicas + tuple(r for r in replicas if r not in state.canary.replicas)
+    canary = dataclasses.replace(state.canary, replicas=members, phase="promoting")
+    return _next(state, now, by, canary=canary)
+
+
+def finish_canary(state: DesiredState, now: float, by: str) -> DesiredState:
+    """Promotion done: the canary's version is the fleet's, under watch until it is known good."""
+    assert state.canary is not None
+    version = state.canary.version
+    watch = None if state.is_known_good(version) else Watch(version, now, "canary", by)
+    return _next(state, now, by, version=version, watch=watch, canary=None)
+
+
+def end_canary(state: DesiredState, now: float, by: str) -> DesiredState:
+    """Abort without rejecting (too little evidence): every replica back to `state.version`."""
+    return _next(state, now, by, canary=None)
 
 
 def pin(state: DesiredState, version: str | None, now: float, by: str) -> DesiredState:
@@ -200,9 +256,21 @@ def from_dict(data: Mapping[str, Any], path: Path) -> DesiredState:
             frozen=bool(data.get("frozen", False)),
             updated_at=float(data.get("updated_at", 0.0)),
             updated_by=str(data.get("updated_by", "")),
+            canary=_canary(data.get("canary")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DesiredStateError(path, f"malformed desired state: {exc!r}") from exc
+
+
+def _canary(data: Any) -> Canary | None:
+    if not data:
+        return None
+    replicas = data["replicas"]
+    if not isinstance(replicas, list) or not all(isinstance(r, str) for r in replicas):
+        raise TypeError("canary replicas must be a list of sidecar identities")
+    return Canary(str(data["version"]), tuple(replicas), int(data.get("size", len(replicas))),
+                  float(data["since"]), str(data.get("phase", "running")), str(data.get("by", "")),
+                  str(data.get("reason", "")), dict(data.get("policy") or {}))
 
 
 # ------------------------------------------------------------ the file shell

@@ -192,9 +192,15 @@ def test_every_field_can_be_set():
     """A field added to MonitorConfig or Policy without a validation rule would be unreachable."""
     defaults = MonitorConfig()
     samples = {"prometheus_selector": 'namespace="ml"',  # optional settings with their own syntax
-               "memory_limit_bytes": 8 * 2**30}
+               "fleet_selector": 'job="triton"', "memory_limit_bytes": 8 * 2**30}
     for f in dataclasses.fields(MonitorConfig):
         if f.name in ("policy", "detectors"):
+            continue
+        if f.name == "canary":
+            for c in dataclasses.fields(defaults.canary):
+                value = getattr(defaults.canary, c.name)
+                assert getattr(load_config(env={}, overrides={f"canary.{c.name}": value}).canary,
+                               c.name) == value
             continue
         value = getattr(defaults, f.name)
         if value is None:

@@ -11,7 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from monitor import views
 from monitor.access import has_read_access
 from monitor.openapi import openapi_document
-from monitor.operator import OperatorError, perform
+from monitor.fleet_view import fleet_view
+from monitor.operator import OperatorError, perform, start_canary
 from monitor.types import Event
 from sentinel import desired_state
 
@@ -48,6 +49,13 @@ def metrics():
 def lease():
     """The fleet lease as this sidecar last saw it (no I/O: renewed by the poller each cycle)."""
     return jsonify(clean(poller().lease.public()))
+
+
+@api.get("/api/fleet")
+def fleet():
+    """Which replica serves what, who holds the lease, and every running canary with its two
+    groups (no I/O: the poller refreshes the members each cycle; the verdicts only on the holder)."""
+    return jsonify(clean(fleet_view(poller())))
 
 
 @api.get("/api/openapi.json")
@@ -175,9 +183,22 @@ def control(model: str, action: str):
     if not isinstance(force, bool):
         abort(400, description="'force' must be true or false")
     actor = request.headers.get("X-Sentinel-Actor", "api")
+    canary = body.get("canary")
     try:
-        result = perform(poller(), event_log(), model, action, version=version, actor=actor,
-                         reason=reason, force=force)
+        if canary is not None:
+            if action != "deploy":
+                abort(400, description="'canary' goes with deploy only")
+            if force:
+                abort(400, description="a canary cannot be forced: deploy a rejected version "
+                                       "to the whole fleet with force instead")
+            policy = body.get("canary_policy") or {}
+            if not isinstance(policy, dict):
+                abort(400, description="'canary_policy' must be an object of canary settings")
+            result = start_canary(poller(), event_log(), model, version, canary, actor=actor,
+                                  reason=reason, policy=policy)
+        else:
+            result = perform(poller(), event_log(), model, action, version=version, actor=actor,
+                             reason=reason, force=force)
     except OperatorError as exc:
         return jsonify(error=exc.message), exc.status
     return jsonify(ok=True, model=result.model, action=result.action, version=result.version,

@@ -32,7 +32,8 @@ _ACTION_TEXT = {
     "deploy": "Serve a published version under watch: the desired state is written first (its "
               "generation is returned), then the version is loaded and verified; it is rolled "
               "back automatically if it degrades before it becomes known good. A rejected version "
-              "needs \"force\": true.",
+              "needs \"force\": true. With \"canary\": K (a fleet) it serves on K replicas first "
+              "and the call returns once the canary is recorded.",
     "rollback": "Serve an earlier version (default: the newest known good that was not rejected) "
                 "and reject the served one. Refused when the target is pinned away from, failed "
                 "its golden set, failed to load, was rejected or already serves.",
@@ -249,7 +250,14 @@ def openapi_document() -> dict:
         "ActionRequest": {"type": "object", "properties": {
             "version": {"type": "string", "pattern": "^[0-9]+$"},
             "reason": {"type": "string", "maxLength": 500},
-            "force": {"type": "boolean", "description": "deploy: also a rejected version"}}},
+            "force": {"type": "boolean", "description": "deploy: also a rejected version"},
+            "canary": {"type": "integer", "minimum": 1,
+                       "description": "deploy, fleets only: serve the version on this many "
+                                      "replicas first, judged against the others over the same "
+                                      "minutes; the lease holder promotes it in steps or aborts it"},
+            "canary_policy": {"type": "object", "additionalProperties": True,
+                              "description": "deploy with canary: settings of this canary "
+                                             "(names of the [canary] config section)"}}},
         "ActionResult": obj({
             "ok": {"type": "boolean"}, "model": {"type": "string"}, "action": {"type": "string"},
             "version": nullable_str, "detail": {"type": "string"},

@@ -176,3 +176,74 @@ def _write_intent(poller, model: str, action: str, target: str | None, served: s
     with poller.lock:
         poller.runtime(model).desired = state
     return state
+
+
+def start_canary(poller, events, model: str, version, size, actor: str = "operator",
+                 reason: str = "", policy: dict | None = None) -> OperatorResult:
+    """Serve `version` on `size` live replicas, judged against the rest (monitor.canary) by the
+    lease holder, which promotes it in steps or sends every replica back. Refused without a fleet,
+    with fewer than size + 1 live replicas (nothing left to compare with), or while another canary
+    of the model runs."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise OperatorError(400, "'canary' must be a number of replicas ≥ 1")
+    if poller.canary is None or poller.replicas is None:
+        raise OperatorError(409, "a canary needs a fleet: this sidecar runs without a lease "
+                                 "(set lease = file | etcd | kubernetes on every replica)")
+    try:
+        poller.canary.policy.with_overrides(policy or {})  # refused here, not mid-canary
+        overrides = dict(policy or {})
+    except ValueError as exc:
+        raise OperatorError(400, str(exc)) from None
+    actor, reason = (actor or "operator")[:80], (reason or "")[:500]
+    published = poller.repository_versions(model)
+    members = poller.replicas.members()
+    with poller.lock:
+        rt = _runtime(poller, model)
+        if rt.desired is None or rt.desired.version is None:
+            raise OperatorError(409, f"{model} has no desired state yet; try again in a second")
+        target = _version(rt, published, version)
+        desired = rt.desired
+        if desired.canary is not None:
+            raise OperatorError(409, f"a canary of version {desired.canary.version} of {model} "
+                                     f"is running on {list(desired.canary.replicas)}")
+        if target == desired.version:
+            raise OperatorError(409, f"version {target} already serves the fleet")
+        if _failed_golden(rt, target):
+            raise OperatorError(409, f"version {target} failed its golden-set probe")
+        rejection = desired.rejection(target)
+    if rejection is not None:
+        raise OperatorError(409, f"version {target} was rolled back ({rejection.reason[:200]}); "
+                                 "publish a fixed version instead")
+    # The replicas that serve the fleet's version now; the holder's own last, so that with a
+    # choice the replica that judges keeps a foot in the fleet group.
+    live = [r for r in members if r.serves.get(model) == desired.version]
+    if len(live) < size + 1:
+        raise OperatorError(409, f"a canary on {size} replica(s) needs at least {size + 1} live "
+                                 f"replicas serving version {desired.version}; live: "
+                                 f"{[r.identity for r in members]}")
+    chosen = tuple(r.identity for r in sorted(live, key=lambda r: (r.holder, r.identity))[:size])
+    now = poller.clock()
+
+    def change(s):
+        if s is None or s.canary is not None or s.version != desired.version:
+            return None
+        return ds.start_canary(s, target, chosen, now, actor, reason, overrides)
+    try:
+        state = poller.desired_store.update(model, change, expected_generation=desired.generation)
+    except ds.StaleGeneration as exc:
+        raise OperatorError(409, f"the desired state changed meanwhile ({exc.problem}); look "
+                                 "again and retry") from None
+    except ds.DesiredStateError as exc:
+        raise OperatorError(409, f"the desired state could not be written: {exc}") from exc
+    if state is None or state.canary is None or state.canary.since != now:
+        raise OperatorError(409, "the desired state changed meanwhile; look again and retry")
+    with poller.lock:
+        poller.runtime(model).desired = state
+    detail = (f"canary of version {target} started on {list(chosen)}; version {desired.version} "
+              f"keeps serving the other {len(live) - size} replica(s)")
+    events.append(Event(now, model, target, "canary", outcome="started", actor=actor,
+                        reason=detail + (f" ({reason})" if reason else ""),
+                        evidence={"replicas": list(chosen), "against": desired.version,
+                                  "policy": dict(overrides)}))
+    return OperatorResult(model, "canary", target, detail, generation=state.generation)
+

@@ -104,8 +104,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         return 2
     url = f"{args.sidecar.rstrip('/')}/api/models/{args.model}/deploy"
     try:
-        r = requests.post(url, json={"version": args.version, "reason": args.reason or "",
-                                     "force": args.force},
+        body = {"version": args.version, "reason": args.reason or "", "force": args.force}
+        if args.canary is not None:
+            body["canary"] = args.canary
+            if args.canary_policy:
+                body["canary_policy"] = dict(_canary_setting(kv) for kv in args.canary_policy)
+        r = requests.post(url, json=body,
                           headers={"X-Sentinel-Token": token, "X-Sentinel-Actor": args.actor},
                           timeout=args.timeout)
     except requests.RequestException as exc:
@@ -118,9 +122,26 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if not r.ok:
         print(f"error: HTTP {r.status_code}: {body.get('error', body)}", file=sys.stderr)
         return 1
+    if args.canary is not None:
+        print(f"{body['detail']} (desired state generation {body.get('generation')}); the lease "
+              "holder promotes it in steps or sends every replica back (sidecar page: Fleet)")
+        return 0
     print(f"{body['detail']} in {body.get('seconds') or 0:.2f}s (desired state generation "
           f"{body.get('generation')}); it stays under watch until it is known good")
     return 0
+
+
+def _canary_setting(text: str) -> tuple[str, object]:
+    """NAME=VALUE of --canary-set; the sidecar checks names and ranges."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise SystemExit(f"error: --canary-set takes NAME=VALUE, got {text!r}")
+    if value.lower() in ("true", "false"):
+        return name, value.lower() == "true"
+    try:
+        return name, float(value) if "." in value or "e" in value.lower() else int(value)
+    except ValueError:
+        raise SystemExit(f"error: --canary-set {name}: {value!r} is not a number") from None
 
 
 def cmd_bench_compression(args: argparse.Namespace) -> int:
@@ -378,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who deploys (logged)")
     dp.add_argument("--reason", default=None, help="why (logged with the event)")
     dp.add_argument("--force", action="store_true", help="deploy a version that was rejected")
+    dp.add_argument("--canary", type=int, default=None, metavar="K",
+                    help="fleet only: serve it on K replicas first, judged against the others over "
+                         "the same minutes; the lease holder promotes it in steps or aborts it")
+    dp.add_argument("--canary-set", dest="canary_policy", action="append", default=[],
+                    metavar="NAME=VALUE", help="a canary setting for this deploy, e.g. "
+                                               "duration_s=60 (repeatable; see docs/monitor.md)")
     dp.add_argument("--timeout", type=float, default=200.0, help="seconds to wait for the load")
     dp.set_defaults(func=cmd_deploy)
 

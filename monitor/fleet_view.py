@@ -23,7 +23,8 @@ def fleet_view(poller) -> dict:
                 if view.verdict is not None else None,
                 "judged_here": view.judged_here})
     desired = {m: {"version": s.version, "generation": s.generation,
-                   "canary": s.canary.version if s.canary else None} for m, s in states.items()}
+                   "canary": s.canary.version if s.canary else None,
+                   "decision": _decision(s, members, m)} for m, s in states.items()}
     replicas = []
     for r in members:
         targets = {m: s.target_for(r.identity) for m, s in states.items()}
@@ -34,3 +35,25 @@ def fleet_view(poller) -> dict:
     return {"identity": poller.lease.identity, "coordinated": poller.lease.coordinated,
             "lease": poller.lease.public(), "replicas": replicas, "desired": desired,
             "canaries": canaries}
+
+
+def _decision(state, members, model: str) -> dict:
+    """The newest desired-state write, with every replica's switch since it (its reconcile)."""
+    last = state.rejected[-1] if state.rejected else None
+    what = (f"rejected version {last.version}: {last.reason}"
+            if last is not None and last.at >= state.updated_at - 1e-6 else None)
+    under = []
+    for r in members:
+        switch = r.switches.get(model)
+        if switch and float(switch.get("at", 0)) >= state.updated_at:
+            under.append({"replica": r.identity, "kind": switch.get("kind"),
+                          "version": switch.get("version"), "from": switch.get("from"),
+                          "outcome": switch.get("outcome"),
+                          "after_s": round(float(switch["at"]) - state.updated_at, 1)})
+        else:
+            under.append({"replica": r.identity, "kind": None,
+                          "version": r.serves.get(model), "from": None, "outcome": "no switch",
+                          "after_s": None})
+    return {"generation": state.generation, "by": state.updated_by, "at": state.updated_at,
+            "what": what, "reconciles": under}
+

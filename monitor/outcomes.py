@@ -37,6 +37,9 @@ def apply_result(rt: ModelRuntime, result: ActionResult, metrics: MonitorMetrics
             rt.served, rt.activated_at = req.version, result.finished_at
             rt.last_served = req.version
     status = "ok" if result.ok else "failed"
+    rt.last_switch = {"kind": req.kind, "version": req.version, "from": req.from_version,
+                      "at": result.finished_at, "outcome": status,
+                      "seconds": round(outcome.seconds, 3)}
     metrics.actions.labels(req.model, req.kind, status).inc()
     metrics.last_action.labels(req.model).set(result.finished_at)
     detail = outcome.detail or (probe.detail if probe else "")

@@ -12,6 +12,7 @@ from flask import (Blueprint, abort, current_app, flash, get_flashed_messages, r
 
 from monitor import resource_views, views
 from monitor.detect import expected_false_alarms_per_day
+from monitor.fleet_view import fleet_view
 from monitor.operator import ACTIONS, OperatorError, perform
 
 pages = Blueprint("pages", __name__, template_folder="templates")
@@ -148,6 +149,16 @@ def action(model: str):
     except OperatorError as exc:
         flash(f"refused: {exc.message}", "error")
     return redirect(url_for("pages.model", model=model), code=303)
+
+
+@pages.get("/fleet")
+def fleet():
+    poller, events = _state()
+    view = fleet_view(poller)
+    recent = [e for e in events.list(limit=200)
+              if e.kind in ("canary", "lease", "desired_conflict")
+              or (e.kind == "decision" and e.action == "rollback")][:20]
+    return render_template("fleet.html", fleet=view, recent=recent, **_common())
 
 
 @pages.get("/events")

@@ -223,10 +223,11 @@ class Poller:
             return
         with self.lock:
             serves = {m: rt.served for m, rt in self.models.items()}
+            switches = {m: rt.last_switch for m, rt in self.models.items() if rt.last_switch}
             states = {m: rt.desired for m, rt in self.models.items() if rt.desired is not None}
         holder = self.lease.may_decide()
         try:
-            self.replicas.beat(serves, holder)
+            self.replicas.beat(serves, holder, switches)
             self.members = self.replicas.members()
         except OSError as exc:
             log.warning("replica heartbeat failed: %s", exc)

@@ -31,6 +31,7 @@ class Replica:
     at: float                                # last heartbeat
     serves: Mapping[str, str | None] = field(default_factory=dict)  # model -> READY version
     holder: bool = False
+    switches: Mapping[str, Mapping] = field(default_factory=dict)  # model -> its last switch
 
 
 def file_name(identity: str) -> str:
@@ -51,15 +52,19 @@ class ReplicaRegistry:
     def path(self) -> Path:
         return self.repository / file_name(self.identity)
 
-    def beat(self, serves: Mapping[str, str | None], holder: bool) -> None:
+    def beat(self, serves: Mapping[str, str | None], holder: bool,
+             switches: Mapping[str, Mapping] | None = None) -> None:
         """Write this replica's heartbeat (file I/O: call without the poller's lock). Skipped when
         nothing changed and the last write is younger than a third of the staleness limit."""
         now = self.clock()
-        content = (tuple(sorted(serves.items())), holder)
+        switches = dict(switches or {})
+        content = (json.dumps(dict(serves), sort_keys=True), holder,
+                   json.dumps(switches, sort_keys=True))
         if content == self._last and now - self._last_at < self.stale_after_s / 3:
             return
         atomic_write(self.path, json.dumps({"identity": self.identity, "url": self.url, "at": now,
-                                            "serves": dict(serves), "holder": holder}))
+                                            "serves": dict(serves), "holder": holder,
+                                            "switches": switches}))
         self._last, self._last_at = content, now
 
     def members(self) -> list[Replica]:
@@ -70,7 +75,8 @@ class ReplicaRegistry:
                 data = json.loads(path.read_text())
                 replica = Replica(str(data["identity"]), str(data.get("url", "")),
                                   float(data["at"]), dict(data.get("serves") or {}),
-                                  bool(data.get("holder", False)))
+                                  bool(data.get("holder", False)),
+                                  dict(data.get("switches") or {}))
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # being replaced, or not ours: the next cycle reads it again
             if now - replica.at <= self.stale_after_s:

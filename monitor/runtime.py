@@ -46,6 +46,10 @@ class ModelRuntime:
     last_fed_ts: float = float("-inf")
     last_reconcile_at: float = float("-inf")
     last_reconcile_version: str | None = None
+    # The last version switch Triton carried out here (kind, version, from, at, outcome, seconds):
+    # announced in the replica heartbeat, so the Fleet page can show every replica's reconcile
+    # under the decision that caused it.
+    last_switch: dict | None = None
     deferred_event: Event | None = None  # a decision judged while following, not carried out
     index_ts: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))
     fed: int = 0

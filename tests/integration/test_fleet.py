@@ -1,10 +1,11 @@
 """One decision for every replica: 3 real tritonservers on one repository, each with its sidecar as
 its own process (`sentinel monitor`, killed with SIGKILL), the fleet lease on a real 3-member etcd
-cluster on loopback, steady gRPC load on every replica. Nothing here calls Triton's repository API;
-operators deploy through a sidecar's API, as a user would.
+cluster on loopback, a real Prometheus scraping every replica each second (each sidecar reads its
+own replica's series from it, the holder the fleet's), steady gRPC load on every replica. Nothing
+here calls Triton's repository API; operators deploy through a sidecar's API, as a user would.
 
-The steps run in file order on one repository: v1 good, v2 and v3 fail 30 % of requests ("errors"),
-v4 good."""
+The steps run in file order on one repository: v1 good, v2, v3 and v5 fail 30 % of requests
+("errors"), v4 and v6 good."""
 from __future__ import annotations
 
 import threading
@@ -17,6 +18,7 @@ import requests
 
 from sentinel.desired_state import DesiredStateStore
 from sentinel.load import LoadGenerator
+from sentinel.prometheus import PrometheusServer
 from sentinel.triton import TritonOptions, TritonServer, free_port
 from tests.etcd_cluster import EtcdCluster, etcd_cluster
 from tests.sidecar_process import SidecarProcess, ready_versions, wait_for
@@ -24,7 +26,9 @@ from tests.sidecar_process import SidecarProcess, ready_versions, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ADMIN_KEY, TOKEN = "fleet-admin", "fleet-token"
-VERSIONS = {"1": None, "2": "errors", "3": "errors", "4": None}
+VERSIONS = {"1": None, "2": "errors", "3": "errors", "4": None, "5": "errors", "6": None}
+# Short enough for a test, as the policy of each canary deploy (the defaults are minutes).
+CANARY = {"duration_s": 20, "min_requests": 200, "look_every_s": 2}
 TTL = 5.0
 ROLLBACK_WITHIN_S = 30.0
 
@@ -42,10 +46,11 @@ class Replica:
 
 
 class Fleet:
-    def __init__(self, repo: Path, workdir: Path, etcd: EtcdCluster):
-        self.repo, self.workdir, self.etcd = repo, workdir, etcd
+    def __init__(self, repo: Path, workdir: Path, etcd: EtcdCluster, prometheus: PrometheusServer):
+        self.repo, self.workdir, self.etcd, self.prometheus = repo, workdir, etcd, prometheus
         self.desired = DesiredStateStore(repo)
         self.replicas: list[Replica] = []
+        self.killed_member: str | None = None
 
     def add(self, name: str) -> Replica:
         """A replica: its own Triton (default flags) and sidecar (empty event log) on the shared
@@ -56,12 +61,21 @@ class Fleet:
                              log_path=workdir / "triton.log")
         settings = {"policy": {"known_good_after_s": 15}, "lease": "etcd",
                     "lease_endpoints": self.etcd.endpoints, "lease_ttl_s": TTL,
-                    "lease_identity": name}
+                    "lease_identity": name, "prometheus_url": self.prometheus.url,
+                    "prometheus_selector": f'pod="{name}"', "fleet_selector": 'job="triton"'}
         replica = Replica(name, opts, TritonServer(opts),
                           SidecarProcess(workdir, opts, free_port(), ADMIN_KEY, TOKEN, settings),
                           LoadGenerator(opts.grpc_url, clients=1, rate_per_client=20.0))
         self.replicas.append(replica)
+        self.prometheus.set_targets(self.targets())
         return replica
+
+    def targets(self) -> dict[str, dict[str, str]]:
+        return {r.opts.metrics_url.split("//")[1].split("/")[0]: {"pod": r.name}
+                for r in self.replicas}
+
+    def failed_requests(self, since: float) -> int:
+        return sum(r.load.failures(since) for r in self.replicas)
 
     def live(self) -> list[Replica]:
         return [r for r in self.replicas if r.sidecar.proc is not None
@@ -101,10 +115,12 @@ def fleet(tmp_path_factory, trained_ranker):
         assert str(build_ranker(repo, fault=fault, trained=trained_ranker).version) == version
     etcd_dir = workdir / "etcd"
     etcd_dir.mkdir()
-    f = Fleet(repo, workdir, etcd_cluster(etcd_dir))
+    prometheus = PrometheusServer(workdir / "prometheus")
+    f = Fleet(repo, workdir, etcd_cluster(etcd_dir), prometheus)
     try:
         for i in range(3):
             f.add(f"replica-{i}").triton.start()
+        prometheus.start(f.targets())
         for r in f.replicas:
             r.sidecar.launch()
         for r in f.replicas:
@@ -121,6 +137,7 @@ def fleet(tmp_path_factory, trained_ranker):
         for t in stops:
             t.join()
         f.etcd.stop()
+        prometheus.stop()
 
 
 def test_one_lease_holder_and_it_alone_marks_v1_known_good(fleet):
@@ -168,7 +185,8 @@ def test_a_faulty_version_on_every_replica_is_rolled_back_everywhere_by_one_deci
 def test_killing_an_etcd_member_keeps_the_lease_with_its_holder(fleet):
     holder = fleet.holder()
     start = time.time()
-    fleet.etcd.kill(fleet.etcd.leader())
+    fleet.killed_member = fleet.etcd.leader()
+    fleet.etcd.kill(fleet.killed_member)
     end = time.monotonic() + 2 * TTL
     while time.monotonic() < end:
         assert fleet.holders() == [holder.name]
@@ -228,6 +246,92 @@ def test_a_fresh_replica_serves_the_desired_version_and_follows_the_fleet(fleet)
     wait_for(actions, 5)
     assert actions() == [("reconcile", "4", "ok")], actions  # nothing to fix at its start
     assert all(rep.ready_versions() == {"4"} for rep in fleet.live())
+
+
+def _canary_events(fleet, since: float) -> list[tuple[str, dict]]:
+    return fleet.events(since, "canary")
+
+
+def test_a_faulty_canary_is_aborted_and_never_reaches_the_other_replicas(fleet):
+    # All 3 etcd members again (an earlier test killed one); one is killed mid-canary below.
+    fleet.etcd.start(fleet.killed_member)
+    holder = fleet.holder()
+    start = time.time()
+    r = holder.sidecar.post("deploy", version="5", canary=1, canary_policy=CANARY,
+                            reason="try it on one replica")
+    assert r.status_code == 200, r.text
+    state = fleet.desired.read("ranker")
+    (chosen,) = state.canary.replicas
+    assert chosen != holder.name  # the holder keeps judging from the fleet group
+    canary = next(rep for rep in fleet.replicas if rep.name == chosen)
+    others = [rep for rep in fleet.live() if rep is not canary]
+    seen = {rep.name: set() for rep in fleet.live()}
+
+    def watch() -> set[str]:
+        for rep in fleet.live():
+            seen[rep.name] |= rep.ready_versions()
+        return canary.ready_versions()
+    assert wait_for(lambda: "5" in watch(), 30) is not None
+    serving = time.monotonic()
+    member = next(n for n in fleet.etcd.names if n != fleet.etcd.leader())
+    fleet.etcd.kill(member)  # a follower member: the cluster keeps its quorum
+
+    def aborted_everywhere() -> bool:
+        watch()
+        return fleet.desired.read("ranker").is_rejected("5") and \
+            all(rep.ready_versions() == {"4"} for rep in fleet.live())
+    took = wait_for(aborted_everywhere, 60)
+    print(f"[fleet] canary v5 on {chosen} aborted {time.monotonic() - serving:.1f}s after it "
+          f"served; every replica back on v4 {took}s after the etcd member was killed")
+    assert took is not None, [rep.sidecar.model() for rep in fleet.live()]
+    assert all("5" not in seen[rep.name] for rep in others), seen  # never reached the rest
+    rejection = fleet.desired.read("ranker").rejection("5")
+    assert rejection.reason.startswith("canary of version 5 failed") and "error rate" in \
+        rejection.reason, rejection
+    decider = rejection.by
+    assert decider in {rep.name for rep in fleet.live()}
+    aborted = [(n, e) for n, e in _canary_events(fleet, start) if e["outcome"] == "aborted"]
+    assert [n for n, _ in aborted] == [decider], aborted
+    (decision,) = [e for n, e in fleet.events(start, "decision")
+                   if e["outcome"] is None and e["action"] == "rollback" and n == decider]
+    assert decision["evidence"]["canary"]["checks"][0]["failed"], decision["evidence"]
+    assert fleet.desired.read("ranker").canary is None
+    fleet.etcd.start(member)
+
+
+def test_a_good_canary_survives_its_holder_dying_and_is_promoted_to_every_replica(fleet):
+    holder = fleet.holder()
+    start = time.time()
+    r = holder.sidecar.post("deploy", version="6", canary=1, canary_policy=CANARY)
+    assert r.status_code == 200, r.text
+    asked = time.monotonic()
+    (chosen,) = fleet.desired.read("ranker").canary.replicas
+    canary = next(rep for rep in fleet.replicas if rep.name == chosen)
+    assert wait_for(lambda: canary.ready_versions() == {"6"}, 30) is not None
+    holder.sidecar.kill()  # mid-canary: another sidecar takes the lease and finishes it
+    assert wait_for(lambda: len(fleet.holders()) == 1, 3 * TTL) is not None
+    new = fleet.holder()
+    assert new is not holder
+
+    def promoted() -> bool:
+        return fleet.desired.read("ranker").version == "6" and \
+            all(rep.ready_versions() == {"6"} for rep in fleet.live())
+    took = wait_for(promoted, 120)
+    print(f"[fleet] canary v6 promoted to every live replica {time.monotonic() - asked:.1f}s after "
+          f"it was asked for (holder {holder.name} killed mid-canary, {new.name} finished it)")
+    assert took is not None, fleet.desired.read("ranker")
+    assert fleet.desired.read("ranker").canary is None
+    outcomes = [(n, e["outcome"]) for n, e in _canary_events(fleet, start)]
+    assert (new.name, "promoted") in outcomes and (new.name, "promoting") in outcomes, outcomes
+    passed = next(e for n, e in _canary_events(fleet, start) if e["outcome"] == "promoting")
+    assert passed["evidence"]["canary"]["canary"]["requests"] >= CANARY["min_requests"]
+    # The dead sidecar's Triton kept v4 (nobody reconciled it); its sidecar, back, converges it.
+    holder.sidecar.start()
+    assert wait_for(lambda: holder.ready_versions() == {"6"}, 30) is not None
+    lost = fleet.failed_requests(start)
+    print(f"[fleet] requests failed on any replica from the canary's start to the end of its "
+          f"promotion: {lost}")
+    assert lost == 0
 
 
 def test_without_the_lease_engine_nobody_decides_and_reconcile_goes_on(fleet):

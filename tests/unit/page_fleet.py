@@ -23,6 +23,8 @@ from monitor import feedback as fb
 from monitor.config import MonitorConfig
 from monitor.feedback_store import FeedbackStore
 from monitor.eventlog import EventLog
+from monitor.fleet import LeaseKeeper
+from monitor.lease import NoLease
 from monitor.types import (Decision, Event, FrozenDict, KnownGoodState, Scrape, ScoreHistogram,
                              VersionSample, VersionState)
 from monitor.runtime import ModelRuntime, default_detector_configs
@@ -160,7 +162,8 @@ def build_fleet(now: float | None = None):
         lock=threading.RLock(), models=models, store=store, feedback=feedback,
         last_scrape=Scrape(ts=now - 1, phase="ok"),
         detector_configs=default_detector_configs(),
-        repository_versions=lambda model: list(published.get(model, [])))
+        repository_versions=lambda model: list(published.get(model, [])),
+        lease=LeaseKeeper(NoLease("sidecar-0")), members=[], canary=None)
     return poller, events, t
 
 

@@ -12,7 +12,7 @@ from monitor.types import Decision
 from tests.unit.page_fleet import build_app
 
 PAGES = ["/", "/models/ranker", "/models/recommender", "/models/empty", "/models/broken",
-         "/events", "/config"]
+         "/events", "/config", "/fleet"]
 
 
 @pytest.fixture
@@ -174,3 +174,55 @@ def test_model_page_shows_online_quality_per_version_beside_the_manifests_test_a
     assert online["1"] > 0.7 and online["2"] < 0.3  # v2's outcomes were reversed
     empty_page = get(client, "/models/recommender")
     assert "No feedback received for this model" in visible_text(empty_page)
+
+
+def test_the_fleet_page_shows_the_replicas_the_lease_and_a_canarys_two_groups(fleet):
+    from monitor.canary_watch import CanaryWatch, FleetEvidence
+    from monitor.fleet import LeaseKeeper
+    from monitor.lease import LeaseStatus
+    from monitor.replicas import Replica
+    from sentinel import desired_state as ds
+    from tests.unit.test_canary import FAST, FakeFleet
+    client, poller, _ = fleet
+    assert "runs alone" in visible_text(get(client, "/fleet"))
+
+    class Held:  # a lease this sidecar holds (the lease engines have their own tests)
+        backend, identity = "etcd", "sidecar-0"
+        def acquire(self): return LeaseStatus("etcd", "sidecar-0", True, "sidecar-0", ttl_s=5)
+        def held(self): return True
+        def release(self): pass
+    poller.lease = LeaseKeeper(Held())
+    poller.lease.step()
+    state = ds.start_canary(ds.initial("ranker", "1", 0.0, "t"), "2", ("sidecar-1",), 0.0, "op")
+    poller.models["ranker"].desired = state
+    poller.members = [Replica("sidecar-0", "", 1e9, {"ranker": "1"}, holder=True),
+                      Replica("sidecar-1", "", 1e9, {"ranker": "2"},
+                              switches={"ranker": {"kind": "reconcile", "version": "2",
+                                                   "from": "1", "at": 5.0, "outcome": "ok"}}),
+                      Replica("sidecar-2", "", 1e9, {"ranker": "1"})]
+    counters = FakeFleet()
+    poller.canary = CanaryWatch(FleetEvidence(prometheus=counters.scrape), FAST,
+                                clock=lambda: counters.t)
+    for t in range(12):
+        counters.t = float(t)
+        counters.c.serve(20, errors=1)
+        counters.f.serve(40)
+        poller.canary.step({"ranker": state}, poller.members)
+    page = get(client, "/fleet")
+    text = visible_text(page)
+    assert "held by sidecar-0 (this sidecar decides)" in " ".join(text.split())
+    rows = {m.group(1): visible_text(m.group(2)) for m in re.finditer(
+        r'<tr class="replica" data-replica="([^"]+)">(.*?)</tr>', page, re.S)}
+    assert set(rows) == {"sidecar-0", "sidecar-1", "sidecar-2"}
+    assert "lease holder" in rows["sidecar-0"] and "v2 / v2" in rows["sidecar-1"]
+    assert "v1 / v1" in rows["sidecar-2"]
+    groups = re.search(r'<table class="groups">(.*?)</table>', page, re.S).group(1)
+    canary_row, fleet_row = [visible_text(r) for r in re.findall(r"<tr><td>(.*?)</tr>", groups, re.S)]
+    assert canary_row.split()[:4] == ["canary", "v2", "220", "11"], canary_row
+    assert fleet_row.split()[:4] == ["fleet", "v1", "440", "0"], fleet_row
+    assert "errors" in visible_text(re.search(r'<table class="checks">(.*?)</table>', page,
+                                              re.S).group(1))
+    reconciles = visible_text(re.search(r'<table class="reconciles">(.*?)</table>', page,
+                                        re.S).group(1))
+    assert "sidecar-1 reconcile v2 v1 ok 5.0s" in " ".join(reconciles.split())
+

@@ -127,8 +127,11 @@ def delta(prev: VersionSample, cur: VersionSample) -> Counts | None:
     reset (a reload, a replica leaving the group): that interval says nothing."""
     s0, s1 = prev.success or 0.0, cur.success or 0.0
     f0, f1 = prev.failure_total or 0.0, cur.failure_total or 0.0
+    # Error responses from model.py are Triton "successes" counted by the adapter
+    # (sentinel_request_errors_total): failures, but inside the request count already.
+    e0, e1 = prev.request_error_total or 0.0, cur.request_error_total or 0.0
     d0, d1 = prev.request_duration_us or 0.0, cur.request_duration_us or 0.0
-    if s1 < s0 or f1 < f0 or d1 < d0:
+    if s1 < s0 or f1 < f0 or e1 < e0 or d1 < d0:
         return None
     scores, bounds = (), ()
     if prev.score is not None and cur.score is not None and prev.score.bounds == cur.score.bounds:
@@ -136,7 +139,8 @@ def delta(prev: VersionSample, cur: VersionSample) -> Counts | None:
         d = c1 - c0
         if (d >= 0).all():
             scores, bounds = tuple(float(x) for x in d), cur.score.bounds
-    return Counts(s1 - s0 + f1 - f0, f1 - f0, s1 - s0, d1 - d0, scores, bounds)
+    requests = s1 - s0 + f1 - f0
+    return Counts(requests, min(requests, f1 - f0 + e1 - e0), s1 - s0, d1 - d0, scores, bounds)
 
 
 @dataclass(frozen=True)

@@ -397,6 +397,12 @@ class Poller:
             return  # the switch asked for earlier is still running; its result decides what next
         if decision.action == "rollback":
             bad, target = decision.served_version, decision.target_version
+            with self.lock:
+                desired = self.models[model].desired
+            if desired is not None and desired.canary is not None and desired.canary.version == bad:
+                # A bad canary goes back to what the rest of the fleet serves, not further back
+                # (the fleet's version may still be under watch, not yet known good).
+                target = desired.version
             # Desired state first: if it cannot be written, nothing is loaded (a load the state
             # does not back would be undone by the next reconcile, or survive a restart wrongly).
             if not self._write(model, lambda s: ds.reject(s, bad, target, decision.reason, now,

@@ -130,6 +130,16 @@ def test_a_counter_reset_is_not_read_as_traffic():
     assert delta(b, a) == Counts(95.0, 0.0, 95.0, 95000.0)
 
 
+def test_error_responses_of_the_adapter_count_as_failures():
+    """model.py answers a failed request with an error response: a Triton "success" that the
+    adapter counts in sentinel_request_errors_total (a faulty version's usual way to fail)."""
+    a = VersionSample("m", "2", success=100.0, request_errors=(("fault", 10.0),),
+                      request_duration_us=1e5)
+    b = VersionSample("m", "2", success=200.0, request_errors=(("fault", 40.0),),
+                      failures=(("BACKEND", 2.0),), request_duration_us=2e5)
+    assert delta(a, b) == Counts(102.0, 32.0, 100.0, 1e5)
+
+
 def test_policy_overrides_are_checked():
     assert CanaryPolicy().with_overrides({"duration_s": 30}).duration_s == 30.0
     for bad in ({"nope": 1}, {"duration_s": -1}, {"score_shift_fails": "yes"},

@@ -70,6 +70,12 @@ def openapi_document() -> dict:
             "summary": "The fleet lease: this sidecar's identity, whether it holds the lease "
                        "(decides), the holder, the engine's last error",
             "responses": {"200": _json("Lease")}}},
+        "/api/fleet": {"get": {
+            "summary": "The fleet as this sidecar sees it: every replica (its heartbeat, what it "
+                       "serves and must serve), the lease, each running canary with its two "
+                       "groups (the comparison only on the lease holder), the latest decision per "
+                       "model with every replica's switch under it",
+            "responses": {"200": _json("Fleet")}}},
         "/api/models/{model}/desired": {"get": {
             "summary": "The model's desired state as stored in the repository (sentinel.json)",
             "parameters": [_model_param()],
@@ -142,6 +148,23 @@ def openapi_document() -> dict:
                       "identity": {"type": "string"}, "held": {"type": "boolean"},
                       "holder": nullable_str, "error": nullable_str, "ttl_s": nullable_num,
                       "checked_at": nullable_num}),
+        "Fleet": obj({
+            "identity": {"type": "string"}, "coordinated": {"type": "boolean"},
+            "lease": {"$ref": "#/components/schemas/Lease"},
+            "replicas": {"type": "array", "items": obj({
+                "identity": {"type": "string"}, "url": {"type": "string"},
+                "at": {"type": "number"}, "holder": {"type": "boolean"},
+                "serves": {"type": "object"}, "targets": {"type": "object"},
+                "converged": {"type": "boolean"}})},
+            "desired": {"type": "object", "additionalProperties": obj({
+                "version": nullable_str, "generation": {"type": "integer"},
+                "canary": nullable_str, "decision": {"type": "object"}})},
+            "canaries": {"type": "array", "items": obj({
+                "model": {"type": "string"}, "version": {"type": "string"},
+                "against": nullable_str, "phase": one_of(("running", "promoting")),
+                "replicas": strings, "since": {"type": "number"}, "policy": {"type": "object"},
+                "verdict": {"type": "object", "nullable": True},
+                "judged_here": {"type": "boolean"}})}}),
         "Health": obj({"ok": {"type": "boolean"},
                        "last_scrape": obj({"ts": {"type": "number"},
                                            "phase": one_of(("ok", "error")),

@@ -185,6 +185,8 @@ def test_the_fleet_page_shows_the_replicas_the_lease_and_a_canarys_two_groups(fl
     from tests.unit.test_canary import FAST, FakeFleet
     client, poller, _ = fleet
     assert "runs alone" in visible_text(get(client, "/fleet"))
+    schema = schemathesis.openapi.from_wsgi("/api/openapi.json", client.application)
+    schema["/api/fleet"]["GET"].validate_response(client.get("/api/fleet"))
 
     class Held:  # a lease this sidecar holds (the lease engines have their own tests)
         backend, identity = "etcd", "sidecar-0"
@@ -222,6 +224,10 @@ def test_the_fleet_page_shows_the_replicas_the_lease_and_a_canarys_two_groups(fl
     assert fleet_row.split()[:4] == ["fleet", "v1", "440", "0"], fleet_row
     assert "errors" in visible_text(re.search(r'<table class="checks">(.*?)</table>', page,
                                               re.S).group(1))
+    api = client.get("/api/fleet")
+    schema["/api/fleet"]["GET"].validate_response(api)
+    (canary,) = api.get_json()["canaries"]
+    assert canary["verdict"]["canary"]["failures"] == 11 and canary["judged_here"]
     reconciles = visible_text(re.search(r'<table class="reconciles">(.*?)</table>', page,
                                         re.S).group(1))
     assert "sidecar-1 reconcile v2 v1 ok 5.0s" in " ".join(reconciles.split())

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
 import threading
 import time
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-import requests
 from tritonclient.utils import InferenceServerException
 
 from monitor.act import RepositoryClient
@@ -27,7 +24,7 @@ from monitor.sidecar import Sidecar, metrics_source
 from sentinel.client import RankerClient
 from sentinel.load import LoadGenerator
 from sentinel.triton import free_port
-from sentinel.process import start_group, stop_group, wait_until
+from sentinel import prometheus
 from sentinel.demo.session import ADMIN_KEY, BACK_TO_BACK_POLICY, sidecar_config
 
 # ---------------------------------------------------------------------- pure: query and vector
@@ -168,23 +165,8 @@ def test_a_slow_or_absent_server_is_an_error_scrape():
 # ---------------------------------------------------------------------- a real Prometheus
 
 
-def _require_binary(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"`{name}` is not installed: run `make setup` (scripts/install-system-deps.sh "
-                    f"installs the Debian package {package})", pytrace=False)
-    return path
-
-
-@dataclass
-class PrometheusServer:
-    url: str
-    log: Path
-
-    def query(self, promql: str) -> list[dict]:
-        r = requests.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=5)
-        r.raise_for_status()
-        return r.json()["data"]["result"]
+class PrometheusServer(prometheus.PrometheusServer):
+    """The project's Prometheus (sentinel/prometheus.py) with what these tests ask of it."""
 
     def last_scrape(self, pod: str) -> float:
         result = self.query(f'timestamp(up{{pod="{pod}"}})')
@@ -204,26 +186,15 @@ class PrometheusServer:
 @contextlib.contextmanager
 def running_prometheus(workdir: Path, targets: dict[str, str]) -> Iterator[PrometheusServer]:
     """Prometheus on a free loopback port scraping `targets` (host:port -> pod label) every 1 s."""
-    binary = _require_binary("prometheus", "prometheus")
-    workdir.mkdir(parents=True, exist_ok=True)
-    static = "\n".join(f'      - targets: ["{addr}"]\n        labels: {{pod: "{pod}"}}'
-                       for addr, pod in targets.items())
-    config = workdir / "prometheus.yml"
-    config.write_text(f"global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-                      f"scrape_configs:\n  - job_name: triton\n    static_configs:\n{static}\n")
-    port = free_port()
-    log = workdir / "prometheus.log"
-    proc = start_group([binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
-                        f"--web.listen-address=127.0.0.1:{port}"], log)
-    server = PrometheusServer(f"http://127.0.0.1:{port}", log)
+    server = PrometheusServer(workdir)
     try:
-        # Ready, then every target scraped once: static targets reach the scrape loop only with
-        # the discovery manager's first update, ~5 s after start.
-        wait_until(proc, lambda: len(server.query("up")) == len(targets), 30,
-                   "prometheus (scraping every target)", log, step_s=0.2, error=AssertionError)
+        server.start({addr: {"pod": pod} for addr, pod in targets.items()})
+    except prometheus.PrometheusMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
         yield server
     finally:
-        stop_group(proc, timeout_s=10)
+        server.stop()
 
 
 @pytest.mark.integration

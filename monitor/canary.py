@@ -190,7 +190,9 @@ class Tally:
                 else:
                     fleet = fleet + d
         if self._open is None:
-            self._open = Bin(now, now, Counts(), Counts())
+            # A bin begins where the last one ended: the deltas added now arrived since then.
+            start = self.bins[-1].end if self.bins else now
+            self._open = Bin(start, now, Counts(), Counts())
         self._open = Bin(self._open.start, now, self._open.canary + canary, self._open.fleet + fleet)
         if now - self._open.start >= self.look_every_s:
             self.bins.append(self._open)

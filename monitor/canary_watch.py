@@ -8,9 +8,10 @@ picks the replicas' Triton targets), or, without Prometheus, each live replica's
 URLs in the replica registry). Both give per-(model, version) counters; the canary's version and the
 fleet's are the two groups.
 
-A new holder (the old one died) starts its tally afresh: the canary's evidence is what this holder
-saw itself, and a pass needs `duration_s` of it. The canary's age counts from when it was asked
-for, so it still ends by `max_duration_s`."""
+A new holder (the old one died) reads the counters' history since the canary started from
+Prometheus (query_range, one step a second) and tallies it as if it had been there; without
+Prometheus it tallies afresh, and a pass needs `duration_s` of what it saw itself. The canary's age
+counts from when it was asked for either way, so it still ends by `max_duration_s`."""
 from __future__ import annotations
 
 import time
@@ -49,13 +50,22 @@ class CanaryView:
 
 
 class FleetEvidence:
-    """One Scrape per source, this cycle."""
+    """One Scrape per source, this cycle; with Prometheus, also the counters' history."""
 
     def __init__(self, prometheus: Callable[[], Scrape] | None = None,
-                 scraper_for: Callable[[str], Callable[[], Scrape]] | None = None):
+                 scraper_for: Callable[[str], Callable[[], Scrape]] | None = None,
+                 history: Callable[[float, float, float], list[Scrape]] | None = None):
         self.prometheus = prometheus
+        self._history = history
         self._scraper_for = scraper_for or (lambda url: Scraper(url, timeout=1.0).scrape)
         self._scrapers: dict[str, Callable[[], Scrape]] = {}
+
+    def history(self, start: float, end: float, step_s: float) -> list[dict[str, Scrape]]:
+        """What the sources said between start and end, oldest first ([] without Prometheus:
+        replicas keep no history)."""
+        if self._history is None or self.prometheus is None:
+            return []
+        return [{"prometheus": s} for s in self._history(start, end, step_s)]
 
     def collect(self, members: list[Replica]) -> dict[str, Scrape]:
         if self.prometheus is not None:
@@ -79,6 +89,7 @@ class CanaryWatch:
         self.clock = clock
         self._tallies: dict[tuple[str, str, float], Tally] = {}
         self.verdicts: dict[str, Verdict] = {}
+        self.backfilled: dict[str, int] = {}  # bins read from history when a tally began
 
     def policy_for(self, desired: DesiredState) -> CanaryPolicy:
         assert desired.canary is not None
@@ -95,6 +106,7 @@ class CanaryWatch:
             del self._tallies[key]  # ended (by us, an operator or another holder)
         for model in [m for m in self.verdicts if m not in running]:
             del self.verdicts[model]
+            self.backfilled.pop(model, None)
         if not running:
             return []
         scrapes = self.evidence.collect(members)
@@ -116,6 +128,11 @@ class CanaryWatch:
         if tally is None:
             tally = self._tallies[key] = Tally(model, canary.version, state.version,
                                                policy.look_every_s)
+            # A holder that took over mid-canary reads what happened since it started, where
+            # the source keeps it (Prometheus); else it tallies from now on.
+            for past in self.evidence.history(canary.since, now - 1.0, 1.0):
+                tally.add(past, min(s.ts for s in past.values()))
+            self.backfilled[model] = len(tally.bins)
         tally.add(scrapes, now)
         age = now - canary.since
         live = {r.identity: r for r in members}
@@ -124,7 +141,8 @@ class CanaryWatch:
         verdict = judge(tally, policy, age)
         self.verdicts[model] = verdict
         evidence = {"canary": verdict.evidence(), "replicas": list(canary.replicas),
-                    "serving": serving, "against": state.version}
+                    "serving": serving, "against": state.version,
+                    "bins_from_history": self.backfilled.get(model, 0)}
         if verdict.outcome == "fail":
             return CanaryAction("reject", model, canary.version,
                                 f"canary of version {canary.version} failed against version "

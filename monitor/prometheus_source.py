@@ -174,6 +174,36 @@ class PrometheusSource:
             source=self.source,
         )
 
+    def history(self, start: float, end: float, step_s: float) -> list[Scrape]:
+        """The same query over [start, end] every `step_s` (Prometheus' query_range): what the
+        counters were at each step, oldest first; [] when it cannot be had (never raises). A new
+        lease holder tallies a running canary from its start this way instead of afresh."""
+        if end <= start or step_s <= 0:
+            return []
+        started = time.monotonic()
+        form = {"query": self.query, "start": f"{start:.3f}", "end": f"{end:.3f}",
+                "step": f"{step_s:g}", "timeout": f"{self._timeout:g}s"}
+        try:
+            with self._session.post(f"{self.url}/api/v1/query_range", data=form,
+                                    timeout=self._timeout, stream=True) as resp:
+                if resp.status_code != 200:
+                    return []
+                payload = json.loads(read_bounded(resp, self._max_body_bytes, started,
+                                                  self._timeout, _QueryError))
+            data = payload["data"]
+            if payload.get("status") != "success" or data.get("resultType") != "matrix":
+                return []
+            at: dict[float, list[dict]] = {}
+            for series in data["result"]:
+                for t, v in series["values"]:
+                    at.setdefault(float(t), []).append({"metric": series["metric"],
+                                                        "value": [t, v]})
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError,
+                KeyError, TypeError, AttributeError, _QueryError):
+            return []
+        out = [scrape_from_vector(at[t], source=self.source) for t in sorted(at)]
+        return [x for x in out if x.ok]
+
     def _fetch(self, started: float) -> Any:
         # POST form: the query is long, and Prometheus accepts both. Its own `timeout` stops the
         # evaluation server-side as well.

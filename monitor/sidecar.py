@@ -67,7 +67,7 @@ def fleet_parts(c, lease) -> dict:
     if c.prometheus_url:
         source = PrometheusSource(c.prometheus_url, c.fleet_selector or "",
                                   timeout=c.scrape_timeout_s)
-        evidence = FleetEvidence(prometheus=source.scrape)
+        evidence = FleetEvidence(prometheus=source.scrape, history=source.history)
     else:
         evidence = FleetEvidence()
     return {"replicas": ReplicaRegistry(Path(c.repository), lease.identity,

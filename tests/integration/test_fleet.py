@@ -325,6 +325,8 @@ def test_a_good_canary_survives_its_holder_dying_and_is_promoted_to_every_replic
     assert (new.name, "promoted") in outcomes and (new.name, "promoting") in outcomes, outcomes
     passed = next(e for n, e in _canary_events(fleet, start) if e["outcome"] == "promoting")
     assert passed["evidence"]["canary"]["canary"]["requests"] >= CANARY["min_requests"]
+    # The new holder read what happened before it took over back from Prometheus (query_range).
+    assert passed["evidence"]["bins_from_history"] > 0, passed["evidence"]
     # The dead sidecar's Triton kept v4 (nobody reconciled it); its sidecar, back, converges it.
     holder.sidecar.start()
     assert wait_for(lambda: holder.ready_versions() == {"6"}, 30) is not None

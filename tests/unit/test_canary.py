@@ -260,3 +260,32 @@ def test_replica_heartbeats_are_read_back_and_go_stale(tmp_path):
     assert [r.identity for r in a.members()] == ["b"]
     b.leave()
     assert a.members() == []
+
+
+def test_a_holder_that_takes_over_mid_canary_tallies_its_history_from_prometheus():
+    """The first holder saw 60 s of a healthy canary and died; the next one reads those 60 s
+    back (query_range) and passes it at once instead of waiting another duration_s."""
+    fleet, past = FakeFleet(), []
+    for t in range(62):
+        fleet.t = float(t)
+        fleet.c.serve(20)
+        fleet.f.serve(40)
+        past.append(fleet.scrape())
+    asked = []
+
+    def history(start, end, step):
+        asked.append((start, end, step))
+        return [s for s in past if start <= s.ts <= end]
+    fleet.t = 62.0
+    fleet.c.serve(20)
+    fleet.f.serve(40)
+    w = CanaryWatch(FleetEvidence(prometheus=fleet.scrape, history=history), FAST,
+                    clock=lambda: fleet.t)
+    state = ds.start_canary(ds.initial("ranker", "1", 0.0, "t"), "2", ("a",), 0.0, "op")
+    (action,) = w.step({"ranker": state}, members({"a": "2", "b": "1"}))
+    assert asked == [(0.0, 61.0, 1.0)]
+    assert action.kind == "widen" and action.evidence["bins_from_history"] >= 11
+    # Without history (no Prometheus) the same takeover starts afresh: nothing to decide yet.
+    w = watch_with(fleet)
+    assert w.step({"ranker": state}, members({"a": "2", "b": "1"})) == []
+

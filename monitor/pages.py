@@ -13,7 +13,7 @@ from flask import (Blueprint, abort, current_app, flash, get_flashed_messages, r
 from monitor import resource_views, views
 from monitor.detect import expected_false_alarms_per_day
 from monitor.fleet_view import fleet_view
-from monitor.operator import ACTIONS, OperatorError, perform
+from monitor.operator import ACTIONS, OperatorError, perform, start_canary
 
 pages = Blueprint("pages", __name__, template_folder="templates")
 EVENT_KINDS = ("activation", "detection", "decision", "action", "probe", "load_failure",
@@ -141,10 +141,19 @@ def action(model: str):
     if not hmac.compare_digest(form.get("token", "").encode(), token.encode()):
         flash("wrong operator token: nothing was done", "error")
         return redirect(url_for("pages.model", model=model, refresh=0), code=303)
+    canary = form.get("canary", "").strip()
     try:
-        result = perform(poller, events, model, form.get("action", ""),
-                         version=form.get("version") or None,
-                         actor=form.get("actor") or "operator (page)", reason=form.get("reason", ""))
+        if canary:
+            if form.get("action") != "deploy" or not canary.isdigit():
+                raise OperatorError(400, "canary replicas: a whole number, with deploy only")
+            result = start_canary(poller, events, model, form.get("version") or None,
+                                  int(canary), actor=form.get("actor") or "operator (page)",
+                                  reason=form.get("reason", ""))
+        else:
+            result = perform(poller, events, model, form.get("action", ""),
+                             version=form.get("version") or None,
+                             actor=form.get("actor") or "operator (page)",
+                             reason=form.get("reason", ""))
         flash(result.detail, "ok")
     except OperatorError as exc:
         flash(f"refused: {exc.message}", "error")

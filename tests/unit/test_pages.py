@@ -232,3 +232,22 @@ def test_the_fleet_page_shows_the_replicas_the_lease_and_a_canarys_two_groups(fl
                                         re.S).group(1))
     assert "sidecar-1 reconcile v2 v1 ok 5.0s" in " ".join(reconciles.split())
 
+
+
+def test_the_action_form_starts_a_canary_only_in_a_fleet_and_says_why_not(fleet):
+    client, poller, _ = fleet
+    from tests.unit.page_fleet import TOKEN
+    page = get(client, "/models/ranker?window=900")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    assert 'name="canary"' in page
+
+    def post(**form) -> str:
+        r = client.post("/models/ranker/action", data={"csrf": csrf, "token": TOKEN, **form},
+                        follow_redirects=True)
+        assert r.status_code == 200
+        return visible_text(r.get_data(as_text=True))
+    assert "canary replicas: a whole number, with deploy only" in \
+        post(action="rollback", version="1", canary="1")
+    assert "canary replicas: a whole number" in post(action="deploy", version="3", canary="x")
+    text = post(action="deploy", version="3", canary="1")
+    assert "refused: a canary needs a fleet" in text and poller.models["ranker"].pending is None

@@ -3,7 +3,7 @@
 Replicas share one model repository; every sidecar judges its own Triton and reconciles it to the
 desired state, but only the sidecar holding the lease acts on decisions (writes the desired state).
 The lease comes from an existing engine (etcd, a Kubernetes Lease, or a lock file on one host);
-`make_lease` picks one from the config, and `NoLease` (the default) keeps a single sidecar deciding
+`monitor.lease_config.make_lease` picks one from the config, and `NoLease` (the default) keeps a single sidecar deciding
 alone as before.
 
 Safety rests on two things. (1) A holder believes it holds the lease only until its last confirmed
@@ -184,28 +184,3 @@ class FileLease:
 
     def held(self) -> bool:
         return self._valid.held()
-
-
-def make_lease(config) -> Lease:
-    """The lease the config names (monitor.config.MonitorConfig)."""
-    identity = config.lease_identity or default_identity(config.port)
-    kind = config.lease
-    if kind == "none":
-        return NoLease()
-    if kind == "file":
-        path = config.lease_file or Path(config.repository) / LEASE_FILE
-        return FileLease(path, identity, config.lease_ttl_s)
-    if kind == "etcd":
-        from monitor.lease_etcd import EtcdLease
-        return EtcdLease(config.lease_endpoints, config.lease_key, identity, config.lease_ttl_s)
-    if kind == "kubernetes":
-        from monitor.lease_kubernetes import KubernetesLease
-        return KubernetesLease.in_cluster(config.lease_key, identity, config.lease_ttl_s,
-                                          api_url=(config.lease_endpoints or (None,))[0],
-                                          namespace=config.lease_namespace)
-    raise ValueError(f"unknown lease backend {kind!r}; one of {BACKENDS}")
-
-
-def default_identity(port: int) -> str:
-    # In Kubernetes the hostname is the pod name: unique per replica, stable for its lifetime.
-    return f"{os.uname().nodename}:{port}:{os.getpid()}"

@@ -27,7 +27,7 @@ from monitor.feedback_store import FeedbackStore
 from monitor.cgroup import MemoryLimit
 from monitor.resource_watch import ResourceWatch
 from monitor.canary_watch import CanaryWatch, FleetEvidence
-from monitor.lease import make_lease
+from monitor.lease_config import make_lease
 from monitor.replicas import ReplicaRegistry
 from monitor.retrain import RetrainRunner
 from monitor.scrape import Scraper

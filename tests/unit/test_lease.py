@@ -18,7 +18,8 @@ from monitor.act import ActionOutcome
 from monitor.config import ConfigError, load_config
 from monitor.fleet import LeaseKeeper
 from monitor.judge import Judgement
-from monitor.lease import FileLease, LeaseStatus, NoLease, make_lease
+from monitor.lease import FileLease, LeaseStatus, NoLease
+from monitor.lease_config import make_lease
 from monitor.lease_kubernetes import Observation, micro_time, observe, take_body
 from monitor.poller import Poller
 from monitor.reconcile import Observed, plan

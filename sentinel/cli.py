@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -129,6 +130,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     print(f"{body['detail']} in {body.get('seconds') or 0:.2f}s (desired state generation "
           f"{body.get('generation')}); it stays under watch until it is known good")
     return 0
+
+
+def _replica_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"at least 1 replica, got {n}")
+    return n
 
 
 def _canary_setting(text: str) -> tuple[str, object]:
@@ -261,8 +272,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sentinel.triton import TritonOptions, TritonServer, TritonStartError
     from sentinel.triton_install import TritonNotInstalled
 
-    opts = TritonOptions(Path(args.repository), args.http_port, args.grpc_port, args.metrics_port,
-                         admin_key=args.admin_key, log_path=Path(args.log) if args.log else None)
+    if args.replicas > 1:
+        return _serve_fleet(args)
+    ports = [default if port is None else port for port, default in
+             ((args.http_port, 8000), (args.grpc_port, 8001), (args.metrics_port, 8002))]
+    opts = TritonOptions(Path(args.repository), *ports, admin_key=args.admin_key,
+                         log_path=Path(args.log) if args.log else None)
     try:
         config = _monitor_config(args, triton_url=opts.http_url, metrics_url=opts.metrics_url)
         server = TritonServer(opts).start()
@@ -278,6 +293,65 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         server.stop()
         print("Triton stopped.", flush=True)
+
+
+def _serve_fleet(args: argparse.Namespace) -> int:
+    """`serve --replicas N`: a local fleet (sentinel.local_fleet) until Ctrl-C or SIGTERM."""
+    from monitor.config import ConfigError
+    from monitor.sidecar import SidecarStartError
+    from sentinel.local_fleet import LocalFleet
+    from sentinel.process import ProcessError
+    from sentinel.prometheus import PrometheusMissing
+    from sentinel.repository import RepositoryError
+    from sentinel.triton import TritonStartError
+    from sentinel.triton_install import TritonNotInstalled
+
+    single = [flag for flag, value in (("--http-port", args.http_port), ("--grpc-port", args.grpc_port),
+                                       ("--metrics-port", args.metrics_port), ("--port", args.port),
+                                       ("--db", args.db), ("--log", args.log)) if value is not None]
+    if single:
+        print(f"error: {', '.join(single)} name one replica's port or file; with --replicas every "
+              f"port is a free one and the logs go under --workdir", file=sys.stderr)
+        return 2
+    try:
+        fleet = LocalFleet(Path(args.repository), args.replicas, Path(args.workdir),
+                           admin_key=args.admin_key,
+                           configure=lambda settings: _monitor_config(args, **settings))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with _sigterm_as_interrupt():  # a SIGTERM while it starts stops what had started
+        try:
+            fleet.start()
+        except (PrometheusMissing, TritonNotInstalled, RepositoryError, TritonStartError,
+                ProcessError, SidecarStartError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted while starting: what had started was stopped", file=sys.stderr)
+            return 130
+        try:
+            print(f"Local fleet of {args.replicas} replicas on {fleet.repository} (the file lease "
+                  f"on the repository; Prometheus scrapes every replica each second)", flush=True)
+            for r in fleet.replicas:
+                o = r.options
+                print(f"  {r.name}: Triton HTTP {o.http_url}  gRPC {o.grpc_url}  metrics "
+                      f"{o.metrics_url}\n    sidecar {r.sidecar.url}  logs {r.workdir}")
+            reads = "need the read token" if fleet.replicas[0].config.read_token else "open to all"
+            print(f"  Prometheus {fleet.prometheus.url}\n  fleet page "
+                  f"{fleet.replicas[0].sidecar.url}/fleet (on every sidecar; reads {reads})\n"
+                  f"  Ctrl-C stops everything.", flush=True)
+            _wait_for_signal()
+        except KeyboardInterrupt:  # a SIGTERM before the wait began
+            pass
+        finally:
+            print("stopping the sidecars, the tritonservers and Prometheus ...", flush=True)
+            fleet.stop()
+            print("fleet stopped.", flush=True)
+    return 0
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -302,18 +376,24 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from sentinel.demo.run import run_demo
+    with _sigterm_as_interrupt():
+        try:
+            return run_demo(args.scenario, keep=args.keep,
+                            results=Path(args.results) if args.results else None)
+        except KeyboardInterrupt:
+            print("interrupted: Triton, the sidecar and the clients were stopped", file=sys.stderr)
+            return 130
 
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """A SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the clean-up stops the servers
+    started (in sessions of their own) instead of leaving them running."""
     def terminated(signum, frame):
-        # A SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the demo's clean-up stops the
-        # Triton it started instead of leaving it running.
         raise KeyboardInterrupt(f"signal {signum}")
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
-        return run_demo(args.scenario, keep=args.keep,
-                        results=Path(args.results) if args.results else None)
-    except KeyboardInterrupt:
-        print("interrupted: Triton, the sidecar and the clients were stopped", file=sys.stderr)
-        return 130
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -381,13 +461,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_monitor_flags(mo)
     mo.set_defaults(func=cmd_monitor)
 
-    se = sub.add_parser("serve", help="run Triton and the sidecar together; Ctrl-C stops both")
+    se = sub.add_parser("serve", help="run Triton and the sidecar together (or a local fleet of "
+                                      "N of each with --replicas N); Ctrl-C stops everything")
     _add_monitor_flags(se)
     se.set_defaults(repository=str(DEFAULT_REPOSITORY))
-    se.add_argument("--http-port", type=int, default=8000)
-    se.add_argument("--grpc-port", type=int, default=8001)
-    se.add_argument("--metrics-port", type=int, default=8002)
+    se.add_argument("--http-port", type=int, default=None, help="default 8000")
+    se.add_argument("--grpc-port", type=int, default=None, help="default 8001")
+    se.add_argument("--metrics-port", type=int, default=None, help="default 8002")
     se.add_argument("--log", default=None, help="append the Triton log to this file")
+    se.add_argument("--replicas", type=_replica_count, default=1, metavar="N",
+                    help="N >= 2: a local fleet on the one repository: N tritonservers and N "
+                         "sidecars (identities replica-0..N-1, the file lease on the repository) on "
+                         "free ports, and a Prometheus scraping every replica each second, which "
+                         "the sidecars read; port, --db and --log flags do not apply (default: 1)")
+    se.add_argument("--workdir", default="sentinel-fleet",
+                    help="with --replicas: each replica's Triton log and event log, and "
+                         "Prometheus' data, go here (default: %(default)s)")
     se.set_defaults(func=cmd_serve)
 
     dp = sub.add_parser("deploy", help="roll a published version out through the sidecar: desired "

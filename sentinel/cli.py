@@ -518,11 +518,15 @@ def build_parser() -> argparse.ArgumentParser:
                                      "the rollback; prints a timeline and writes a report")
     dm.add_argument("--scenario", default="errors",
                     choices=["errors", "latency", "nan", "constant", "dead_stub", "load_failure",
-                             "clean", "leak", "cpu", "slow_after", "quality", "drift"],
+                             "clean", "leak", "cpu", "slow_after", "quality", "drift",
+                             "canary-bad", "canary-good"],
                     help="which fault v2 has (default: %(default)s); quality and drift replay "
-                         "real outcomes as feedback")
+                         "real outcomes as feedback; canary-bad (fails 30%% of requests) and "
+                         "canary-good (healthy) run a local fleet of 3 replicas and deploy v2 "
+                         "with --canary 1")
     dm.add_argument("--keep", action="store_true",
-                    help="leave Triton, the sidecar and the load running; print the pages' URL")
+                    help="leave Triton, the sidecar and the load running (the whole fleet for "
+                         "the canary scenarios); print the pages' URL")
     dm.add_argument("--results", default=None, help="where reports go (default: results/)")
     dm.set_defaults(func=cmd_demo)
 

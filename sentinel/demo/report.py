@@ -109,3 +109,88 @@ def write_report(r: ScenarioResult, session, out_dir: Path) -> Path:
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# ---------------------------------------------------------------- canary scenarios (a local fleet)
+
+def canary_timeline_rows(r) -> list[tuple[str, str, str]]:
+    """r: sentinel.demo.canary.CanaryResult; every sidecar's events, and what the Tritons listed."""
+    o = r.asked_at
+    rows = [(o, f"v{r.version} asked for with --canary {r.scenario.canary} through "
+                f"{r.pages.rsplit('/', 1)[0]}: {r.detail}")]
+    if r.serving_at is not None:
+        rows.append((r.serving_at, f"v{r.version} READY on the canary {', '.join(r.canary_replicas)} "
+                                   f"(its Triton's repository index)"))
+    if r.converged_at is not None:
+        rows.append((r.converged_at, f"every replica's Triton serves v{r.converged_to}"))
+    judged_alone = set()
+    for replica, e in r.events:
+        if e.kind == "canary" and e.outcome != "started":
+            rows.append((e.ts, f"{replica} (lease holder): canary {e.outcome} — {e.reason}"))
+        elif e.kind == "decision" and e.action == "rollback" and e.outcome is None:
+            rows.append((e.ts, f"{replica} (lease holder): decision {e.phase} → rollback — "
+                               f"{e.reason}"))
+        elif e.kind == "decision" and e.action == "rollback" and replica not in judged_alone:
+            judged_alone.add(replica)  # its own Triton's series; the first such judgement only
+            rows.append((e.ts, f"{replica}: its own judgement of its Triton, {e.phase} → rollback, "
+                               f"{e.outcome} (the lease holder decides)"))
+        elif e.kind == "action" and e.action == "reconcile":
+            rows.append((e.ts, f"{replica}: reconciled its Triton to v{e.version}: {e.outcome} in "
+                               f"{e.evidence.get('seconds', 0):.2f}s (golden probe "
+                               f"{e.evidence.get('probe')})"))
+    return [(_t(ts, o), _clock(ts), text) for ts, text in sorted(rows, key=lambda x: x[0])]
+
+
+def _group(g: dict | None) -> str:
+    if not g:
+        return "—"
+    rate = "—" if g.get("error_rate") is None else f"{g['error_rate']:.2%}"
+    latency = "—" if g.get("mean_latency_us") is None else f"{g['mean_latency_us'] / 1000:.2f} ms"
+    return f"{g['requests']} requests, {g['failures']} failed ({rate}), mean latency {latency}"
+
+
+def canary_summary_rows(r) -> list[tuple[str, str]]:
+    o, v = r.asked_at, r.verdict
+    others = [n for n in r.seen if n not in r.canary_replicas]
+    checks = ", ".join(f"{c['name']} p={c['p_value']:.2g}{' FAILED' if c['failed'] else ''}"
+                       for c in v.get("checks", []) if c.get("p_value") is not None)
+    reached = sorted(n for n, seen in r.seen.items() if r.version in seen)
+    return [
+        ("scenario", f"{r.scenario.name}: {r.scenario.story}"),
+        ("expected", r.scenario.expect), ("outcome", r.outcome),
+        ("result", "PASS" if r.passed else "FAIL"),
+        (f"v{r.version} asked for at", _clock(o)),
+        ("canary", f"v{r.version} on {', '.join(r.canary_replicas) or '—'}, judged against "
+                   f"{', '.join(others)} on v{r.good}"),
+        ("canary serving", _t(r.serving_at, o).strip()),
+        ("verdict", "—" if r.verdict_at is None else
+         f"{_t(r.verdict_at, o).strip()} by {r.decided_by} (lease holder): {v.get('outcome')} after "
+         f"{v.get('paired_s')} s of paired evidence, {v.get('looks')} looks"),
+        ("canary group", _group(v.get("canary"))),
+        ("fleet group", _group(v.get("fleet"))),
+        ("checks", checks or "—"),
+        (r.outcome if r.outcome != "none" else "ended", _t(r.ended_at, o).strip()),
+        ("every replica on one version", _t(r.converged_at, o).strip()),
+        (f"v{r.version} READY on", ", ".join(reached) or "no replica"),
+        ("client requests", f"{r.served_ok} served, {sum(r.failed.values())} failed ("
+                            + ", ".join(f"{n} {k}" for n, k in r.failed.items()) + ")"),
+        ("now serving", ", ".join(f"{n} v{'+v'.join(sorted(vs)) or '-'}" for n, vs in r.final.items())),
+        ("fleet page", f"{r.pages} (while the fleet runs: --keep)"),
+    ]
+
+
+def write_canary_report(r, session, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = [f"# Sentinel demo: {r.scenario.name}", "",
+             f"{r.scenario.story}. Result: **{'PASS' if r.passed else 'FAIL'}** "
+             f"(expected {r.scenario.expect}, got {r.outcome}).", "",
+             "| | |", "|---|---|",
+             *[f"| {k} | {str(v).replace('|', '/')} |" for k, v in canary_summary_rows(r)], "",
+             "## Timeline (every sidecar's events)", "", "| t | UTC | event |", "|---|---|---|",
+             *[f"| {a} | {b} | {c.replace('|', '/')} |" for a, b, c in canary_timeline_rows(r)]]
+    shot = screenshot(f"{r.pages}?refresh=0", out_dir / "fleet-page.png")
+    lines += ["", "## The fleet page", "", "![fleet page](fleet-page.png)" if shot else
+              "(no screenshot: Chromium or Playwright is not installed; `make setup` installs both)"]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

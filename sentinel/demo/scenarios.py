@@ -13,13 +13,20 @@ from sentinel.demo.session import DemoSession, wait_for
 class Scenario:
     name: str
     fault: str | None
-    expect: str        # "rollback" | "load_failure" | "none" | "retrain"
+    expect: str        # "rollback" | "load_failure" | "none" | "retrain" | "aborted" | "promoted"
     limit_s: float     # how long to wait for the expected outcome (or to watch, for "none")
     story: str
     feedback: bool = False    # replay real outcomes of served lists as feedback
-    # Settings that differ from the shipped ones, printed with the result (policy.* by name).
+    # Settings that differ from the shipped ones, printed with the result (policy.* by name;
+    # canary.* go with the deploy as its canary policy).
     settings: tuple[tuple[str, float], ...] = ()
+    # > 0: a local fleet of 3 replicas, v2 deployed as a canary on this many (sentinel.demo.canary)
+    canary: int = 0
 
+
+# A canary judged over 20 s instead of 2 minutes, for a demo (the fleet tests use the same).
+_DEMO_CANARY = (("canary.duration_s", 20.0), ("canary.min_requests", 200.0),
+                ("canary.look_every_s", 2.0))
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("errors", "errors", "rollback", 30,
@@ -53,6 +60,14 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("slow_after", "slow_after", "rollback", 330,
              "v2 is healthy and becomes known good, then ~2 minutes later turns ~3x slower (a "
              "cache that stops fitting): a late regression, rolled back to v1"),
+    Scenario("canary-bad", "errors", "aborted", 90,
+             "3 replicas; v2 fails 30 % of requests and goes to 1 replica first as a canary, "
+             "judged against the 2 still on v1 over the same seconds: aborted, the other 2 "
+             "never serve it", settings=_DEMO_CANARY, canary=1),
+    Scenario("canary-good", None, "promoted", 150,
+             "3 replicas; v2 is a healthy retrain and goes to 1 replica first as a canary, "
+             "judged against the 2 still on v1 over the same seconds: promoted to the others in "
+             "steps, no request lost", settings=_DEMO_CANARY, canary=1),
 )}
 
 

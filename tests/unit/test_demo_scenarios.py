@@ -23,3 +23,15 @@ def test_scenarios_use_built_faults_and_feedback_where_only_outcomes_tell():
     assert all(s.fault is None or s.fault in FAULT_PRESETS for s in SCENARIOS.values())
     assert SCENARIOS["quality"].fault == "reversed" and SCENARIOS["quality"].feedback
     assert SCENARIOS["drift"].expect == "retrain" and SCENARIOS["drift"].feedback
+
+
+def test_the_canary_scenarios_run_a_fleet_with_a_valid_short_canary_policy():
+    from monitor.canary import CanaryPolicy
+    from sentinel.demo.canary import canary_policy
+    bad, good = SCENARIOS["canary-bad"], SCENARIOS["canary-good"]
+    assert (bad.fault, bad.expect, bad.canary) == ("errors", "aborted", 1)
+    assert (good.fault, good.expect, good.canary) == (None, "promoted", 1)
+    for s in (bad, good):
+        policy = CanaryPolicy().with_overrides(canary_policy(s))
+        assert policy.duration_s < CanaryPolicy().duration_s  # said so in the demo's output
+    assert all(s.canary == 0 for name, s in SCENARIOS.items() if not name.startswith("canary-"))

@@ -257,8 +257,10 @@ class Poller:
                            if s is not None and s.canary is not None
                            and s.canary.version == version else None,
                            f"abort the canary of version {version}"):
-                self._record(Event(now, model, version, "canary", outcome="aborted",
-                                   actor=self.actor, reason=action.reason))
+                self._record(self.lease.acted(Event(now, model, version, "canary",
+                                                    outcome="aborted", actor=self.actor,
+                                                    reason=action.reason,
+                                                    evidence=dict(action.evidence))))
                 if self.alerts is not None:
                     self.alerts.send(Alert("SentinelCanaryFailed", model, version, "critical",
                                            summary=f"{model}: canary of version {version} "

@@ -292,6 +292,7 @@ def test_a_faulty_canary_is_aborted_and_never_reaches_the_other_replicas(fleet):
     assert decider in {rep.name for rep in fleet.live()}
     aborted = [(n, e) for n, e in _canary_events(fleet, start) if e["outcome"] == "aborted"]
     assert [n for n, _ in aborted] == [decider], aborted
+    assert aborted[0][1]["evidence"]["canary"]["outcome"] == "fail"
     (decision,) = [e for n, e in fleet.events(start, "decision")
                    if e["outcome"] is None and e["action"] == "rollback" and n == decider]
     assert decision["evidence"]["canary"]["checks"][0]["failed"], decision["evidence"]

@@ -196,7 +196,8 @@ def test_every_page_fits_the_window_and_no_chart_text_overlaps(browser, fleet_ur
                        ("recommender", "/models/recommender"),
                        ("recommender-5min", "/models/recommender?window=300"),
                        ("empty", "/models/empty"),
-                       ("broken", "/models/broken"), ("events", "/events"), ("config", "/config")]:
+                       ("broken", "/models/broken"), ("events", "/events"), ("config", "/config"),
+                       ("fleet", "/fleet")]:
         page.goto(f"{fleet_url}{path}{'&' if '?' in path else '?'}refresh=0")
         assert page.evaluate(WIDE) == [width], f"{path} is wider than {width} px"
         assert page.evaluate(CHART_TEXT_PROBLEMS) == [], path

@@ -19,6 +19,8 @@ HELP = {
     "swap": "20 version swaps under an 8-client load: failed requests and latency",
     "search": "search quality per query set (Jaccard, BM25, dense, hybrid; NDCG@10, recall@10 with "
               "95%% CIs) and served latency per mode at 1 and 8 clients, into docs/models.md",
+    "profile": "server CPU per ranking request by process (tritonserver, stubs, client), Triton's "
+               "per-stage counters and py-spy shares inside the stubs",
     "quality": "online-quality rollbacks on seeded feedback replays: time to detect an AUC drop, "
                "false rollbacks per simulated week (tuning and evaluation seeds disjoint)",
 }
@@ -104,6 +106,10 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--queries-out", default=None,
                        help="also write the generated query sets (text, relevant ids, split) as JSON")
         p.set_defaults(func=_quiet_first(search_main))
+    elif name == "profile":
+        from sentinel.bench.profile import add_arguments
+        add_arguments(p)
+        p.set_defaults(func=_quiet_first(profile_main))
     elif name == "quality":
         p.add_argument("--seeds", type=int, default=100,
                        help="detection runs per (label rate, AUC drop), evaluation seeds")
@@ -158,6 +164,17 @@ def serve_main(args: argparse.Namespace) -> int:
     code = _finish(args, "serve", serve_markdown(report), report)
     print("\nHeadline:\n" + headline_markdown(report, max(opts.candidates)))
     return code
+
+
+def profile_main(args: argparse.Namespace) -> int:
+    from sentinel.bench.profile import options_from, profile_markdown, run_profile
+    from sentinel.bench.serve import BenchError
+    try:
+        report = run_profile(options_from(args), progress=_say)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return _finish(args, "profile", profile_markdown(report), report)
 
 
 def monitor_main(args: argparse.Namespace) -> int:

@@ -29,8 +29,11 @@ def _process_cpu_s() -> float:
 
 
 def run_closed_loop(call: Call, n_payloads: int, concurrency: int, duration_s: float,
-                    warmup_s: float = 1.0) -> tuple[list[Completion], float, float]:
-    """(completions inside the measured window, window seconds, client CPU seconds in the window)."""
+                    warmup_s: float = 1.0, on_edge: Callable[[str], None] | None = None
+                    ) -> tuple[list[Completion], float, float]:
+    """(completions inside the measured window, window seconds, client CPU seconds in the window).
+    on_edge("start") runs just before the window opens and on_edge("end") just after it closes
+    (outside the client's CPU reading): where a caller reads the server's counters."""
     start = time.perf_counter()
     t0, t1 = start + warmup_s, start + warmup_s + duration_s
     per_thread: list[list[Completion]] = [[] for _ in range(concurrency)]
@@ -58,9 +61,13 @@ def run_closed_loop(call: Call, n_payloads: int, concurrency: int, duration_s: f
         t.start()
     # Client CPU is read at the window's edges, from this thread, which only sleeps.
     time.sleep(max(0.0, t0 - time.perf_counter()))
+    if on_edge:
+        on_edge("start")
     cpu_at["start"] = _process_cpu_s()
     time.sleep(max(0.0, t1 - time.perf_counter()))
     cpu_at["end"] = _process_cpu_s()
+    if on_edge:
+        on_edge("end")
     for t in threads:
         t.join(timeout=60)
     done = [c for out in per_thread for c in out if c.end < t1]
@@ -68,8 +75,10 @@ def run_closed_loop(call: Call, n_payloads: int, concurrency: int, duration_s: f
 
 
 def measure(target: str, call: Call, n_payloads: int, candidates: int, concurrency: int,
-            duration_s: float, warmup_s: float = 1.0) -> ServeCell:
-    done, seconds, cpu_s = run_closed_loop(call, n_payloads, concurrency, duration_s, warmup_s)
+            duration_s: float, warmup_s: float = 1.0,
+            on_edge: Callable[[str], None] | None = None) -> ServeCell:
+    done, seconds, cpu_s = run_closed_loop(call, n_payloads, concurrency, duration_s, warmup_s,
+                                           on_edge)
     ok = np.array([c.latency_s for c in done if c.ok])
     n_ok = int(ok.size)
     p50, p99 = (np.percentile(ok, [50, 99]) * 1e3).tolist() if n_ok else (float("nan"),) * 2

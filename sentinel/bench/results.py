@@ -119,3 +119,59 @@ class SwapReport:
     versions_served: tuple[str, ...]
     errors_total: int = 0              # failed requests over the whole run, warm-up included
     notes: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class ServerStages:
+    """Triton's per-model counters over one window, per request served (wall µs, as Triton
+    counts them: a batch's compute time counts for each request in it)."""
+    requests: float        # Δ nv_inference_request_success
+    executions: float      # Δ nv_inference_exec_count
+    request_us: float
+    queue_us: float
+    compute_input_us: float
+    compute_infer_us: float
+    compute_output_us: float
+
+    @property
+    def per_execute(self) -> float:
+        """Requests per model execution (what the dynamic batcher merged)."""
+        return self.requests / self.executions if self.executions else float("nan")
+
+
+@dataclass(frozen=True)
+class ProfileCell:
+    """One run of one (candidates, clients) point: CPU per request by process, Triton's stages,
+    and the stubs' py-spy samples by category."""
+    load: ServeCell                        # the client's view (requests, latency, client CPU)
+    tritonserver_cpu_us: float             # the C++ server: gRPC, scheduler/batcher, its IPC side
+    stub_cpu_us: tuple[float, ...]         # each triton_python_backend_stub process
+    stages: ServerStages
+    tritonserver_kernel_us: float = float("nan")  # of tritonserver_cpu_us, in kernel mode
+    stubs_kernel_us: float = float("nan")         # of the stubs' CPU, in kernel mode
+    samples: tuple[tuple[str, int], ...] = ()   # py-spy samples by category (stacks.CATEGORIES)
+    profiler_cpu_us: float = float("nan")        # py-spy's own CPU per request (shares the cores)
+
+    @property
+    def stubs_cpu_us(self) -> float:
+        return sum(self.stub_cpu_us)
+
+    @property
+    def server_cpu_us(self) -> float:
+        return self.tritonserver_cpu_us + self.stubs_cpu_us
+
+
+@dataclass(frozen=True)
+class ProfileReport:
+    machine: Machine
+    command: str
+    duration_s: float
+    cells: tuple[ProfileCell, ...]
+    settings: str = ""
+    py_spy: str = ""             # how the stubs were sampled, or why they were not
+    sample_rate_hz: int = 0
+    notes: tuple[str, ...] = ()
+
+    def runs(self, candidates: int, concurrency: int) -> list[ProfileCell]:
+        return sorted((c for c in self.cells if (c.load.candidates, c.load.concurrency)
+                       == (candidates, concurrency)), key=lambda c: c.load.run)

@@ -126,19 +126,14 @@ def run_serve(opts: ServeOptions, progress: Progress = lambda _: None,
                          f"bound: lower --duration or the concurrency levels")
     from python_backend.ranker_features import FeatureTables
     from sentinel.bench.peers.launch import FlaskPeer, PyTritonPeer
-    from sentinel.triton import TritonOptions, TritonServer, free_port
+    from sentinel.triton import TritonServer
 
     machine = describe_machine()
     with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as tmp:
         work = Path(tmp)
         log_dir = Path(opts.log_dir) if opts.log_dir else work
         log_dir.mkdir(parents=True, exist_ok=True)
-        repository = opts.repository
-        if repository is None:
-            from build_scripts.ranker_build import build_ranker
-            progress("building the ranker (train, export, validate, publish) for this run")
-            repository = work / "repo"
-            build_ranker(repository)
+        repository = ranker_repository(opts.repository, work, progress)
         version_dir = _version_dir(repository)
         tables = FeatureTables.load(version_dir / "features.npz")
         n_users, n_items = tables.n_users, tables.n_items
@@ -156,14 +151,8 @@ def run_serve(opts: ServeOptions, progress: Progress = lambda _: None,
             elif target in ("sentinel", "sentinel-off"):
                 served_repo = repository if target == "sentinel" else \
                     _without_resource_metrics(repository, work / "repo-off")
-                options = TritonOptions(repository=served_repo, http_port=free_port(),
-                                        grpc_port=free_port(), metrics_port=free_port(),
-                                        models=("ranker",), log_path=log_dir / "triton.log")
-                settings[target] = (f"Triton 2.51 python backend, model.py of this tree, "
-                                    f"{served['instances']} instances, max_batch_size "
-                                    f"{served['max_batch_size']}, dynamic batching "
-                                    f"{served['queue_delay_us']} µs, ORT intra-op threads "
-                                    f"{served['ort_threads']}, gRPC"
+                options = ranker_server_options(served_repo, log_dir)
+                settings[target] = (sentinel_settings(served)
                                     + (", stub memory/CPU metrics off" if target != "sentinel"
                                        else ""))
                 with TritonServer(options):
@@ -198,6 +187,30 @@ def run_serve(opts: ServeOptions, progress: Progress = lambda _: None,
     return ServeReport(machine=finished(machine), command=command or _command_line(),
                        duration_s=opts.duration_s, cells=tuple(cells), perf_analyzer=tuple(pa),
                        perf_analyzer_error=pa_error, settings=tuple(settings.items()))
+
+
+def ranker_repository(repository: Path | None, work: Path, progress: Progress) -> Path:
+    """The repository to serve: the given one, or a ranker built into `work` for this run."""
+    if repository is not None:
+        return Path(repository)
+    from build_scripts.ranker_build import build_ranker
+    progress("building the ranker (train, export, validate, publish) for this run")
+    build_ranker(work / "repo")
+    return work / "repo"
+
+
+def ranker_server_options(repository: Path, log_dir: Path):
+    """Target (b): a real tritonserver serving only the ranker, on free ports."""
+    from sentinel.triton import TritonOptions, free_port
+    return TritonOptions(repository=repository, http_port=free_port(), grpc_port=free_port(),
+                         metrics_port=free_port(), models=("ranker",),
+                         log_path=log_dir / "triton.log")
+
+
+def sentinel_settings(served: dict[str, int]) -> str:
+    return (f"Triton 2.51 python backend, model.py of this tree, {served['instances']} instances, "
+            f"max_batch_size {served['max_batch_size']}, dynamic batching "
+            f"{served['queue_delay_us']} µs, ORT intra-op threads {served['ort_threads']}, gRPC")
 
 
 def _without_resource_metrics(repository: Path, dst: Path) -> Path:

@@ -44,3 +44,26 @@ def test_bench_swap_fails_no_request(ranker_repo, tmp_path):
                  "--output", str(doc)]) == 0
     row = next(line for line in doc.read_text().splitlines() if line.startswith("| 2 |"))
     assert row.split("|")[4].strip() == "0", row
+
+
+def test_bench_profile_splits_cpu_per_request_by_process(ranker_repo, tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    assert main(["bench", "profile", "--repository", str(ranker_repo), "--duration", "1",
+                 "--warmup", "0.3", "--concurrency", "1", "--candidates", "16", "--repeat", "1",
+                 "--output", str(doc), "--json", str(tmp_path / "profile.json")]) == 0
+    lines = doc.read_text().splitlines()
+    heads = [line for line in lines if line.startswith("| candidates |")]
+    assert len(heads) == 3, heads  # CPU by process, Triton's stages, py-spy shares
+    for head, want in zip(heads, (("tritonserver µs/req", "stubs µs/req", "client µs/req"),
+                                  ("queue µs", "compute input µs", "compute infer µs",
+                                   "compute output µs"),
+                                  ("ONNX Runtime %", "metrics %", "pb_utils %", "stub C++ %",
+                                   "parse %", "encode %", "batch + respond %", "other %"))):
+        assert all(w in head for w in want), head
+    cpu, stages, shares = (next(line for line in lines[lines.index(h) + 2:]
+                                if line.startswith("| 16 | 1 |")).split("|") for h in heads)
+    # tritonserver, stubs, server, client CPU per request; errors
+    assert all(float(cpu[i].replace(",", "")) > 0 for i in (5, 8, 11, 13)), cpu
+    assert cpu[14].strip() == "0", cpu
+    assert all(float(stages[i].replace(",", "")) > 0 for i in (4, 5, 7)), stages
+    assert int(shares[3].replace(",", "")) > 0, shares  # py-spy took samples

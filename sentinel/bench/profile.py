@@ -40,6 +40,7 @@ class ProfileOptions:
     repeat: int = 3
     repository: Path | None = None
     py_spy: bool = True
+    reference: bool = True     # the in-process reference cell at 1 client, every run
     rate_hz: int = 100
     log_dir: Path | None = None
 
@@ -52,7 +53,7 @@ class ProfileOptions:
             raise BenchError("repeat and the sample rate must be >= 1")
 
     def estimate_s(self) -> float:
-        cells = len(self.candidates) * len(self.concurrency) * self.repeat
+        cells = len(self.candidates) * (len(self.concurrency) + self.reference) * self.repeat
         return cells * (self.duration_s + self.warmup_s + 1.0) + 20
 
 
@@ -206,6 +207,7 @@ def run_profile(opts: ProfileOptions, progress: Progress = lambda _: None,
     machine = describe_machine()
     progress(f"load average before: {'/'.join(f'{x:.2f}' for x in machine.load_before)}")
     cells: list[ProfileCell] = []
+    reference = []
     with tempfile.TemporaryDirectory(prefix="sentinel-profile-") as tmp:
         work = Path(tmp)
         log_dir = Path(opts.log_dir) if opts.log_dir else work
@@ -238,8 +240,17 @@ def run_profile(opts: ProfileOptions, progress: Progress = lambda _: None,
             source = stacks.file_lines()
             calls = {c: clients.triton_grpc(options.grpc_url, ranking_requests(
                 c, tables.n_users, tables.n_items)) for c in opts.candidates}
+            in_process = {c: clients.in_process(version_dir, ranking_requests(
+                c, tables.n_users, tables.n_items)) for c in opts.candidates} \
+                if opts.reference else {}
             for run in range(opts.repeat):
                 for cand in opts.candidates:
+                    if opts.reference:
+                        ref = replace(measure("in-process", in_process[cand], 64, cand, 1,
+                                              opts.duration_s, opts.warmup_s), run=run)
+                        progress(f"run {run + 1}/{opts.repeat} {cand:>4} candidates in-process, "
+                                 f"1 client: {ref.client_cpu_us:6.0f} CPU µs/req")
+                        reference.append(ref)
                     for conc in opts.concurrency:
                         window = _Window(options.metrics_url, server_pid, stubs, served[0],
                                          sampler, f"r{run}-{cand}-{conc}")
@@ -256,7 +267,8 @@ def run_profile(opts: ProfileOptions, progress: Progress = lambda _: None,
     return ProfileReport(machine=machine, command=command or _command_line(),
                          duration_s=opts.duration_s, cells=tuple(cells),
                          settings=sentinel_settings(_serving_settings(version_dir)),
-                         py_spy=py_spy, sample_rate_hz=opts.rate_hz if sampler else 0)
+                         py_spy=py_spy, sample_rate_hz=opts.rate_hz if sampler else 0,
+                         reference=tuple(reference))
 
 
 def _py_spy_version(binary: str) -> str:
@@ -305,6 +317,14 @@ def profile_markdown(r: ProfileReport) -> str:
                      f"{_med(sv)} | {_spread(sv)} | "
                      f"{_med([c.load.client_cpu_us for c in runs])} | "
                      f"{sum(c.load.errors for c in runs)} |")
+    if r.reference:
+        lines += ["", "Reference: the same `RankerService` (validation, encoding, ONNX Runtime, 1 "
+                  "intra-op thread) called in this process, 1 client, interleaved with the cells: "
+                  + "; ".join(f"{cand} candidates {_med([c.client_cpu_us for c in runs])} CPU "
+                              f"µs/req ({_spread([c.client_cpu_us for c in runs])})"
+                              for cand in dict.fromkeys(c.candidates for c in r.reference)
+                              if (runs := [c for c in r.reference if c.candidates == cand]))
+                  + "."]
     lines += ["", "Triton's own counters over the same windows (wall µs per request, medians; a "
               "batch's compute time counts for each request in it):", "",
               "| candidates | clients | requests / execute | request µs | queue µs | "
@@ -349,6 +369,8 @@ def add_arguments(p) -> None:
     p.add_argument("--candidates", type=_ints, default=(256, 1), help="e.g. 256,1")
     p.add_argument("--rate", type=int, default=100, help="py-spy samples per second per stub")
     p.add_argument("--no-py-spy", action="store_true", help="CPU and Triton's counters only")
+    p.add_argument("--no-reference", action="store_true",
+                   help="leave out the in-process reference cell (1 client, every run)")
     p.add_argument("--repository", default=None,
                    help="use the newest ranker in this repository instead of building one")
     p.add_argument("--log-dir", default=None, help="keep tritonserver's log here")
@@ -358,6 +380,7 @@ def options_from(args) -> ProfileOptions:
     return ProfileOptions(duration_s=args.duration, warmup_s=args.warmup, repeat=args.repeat,
                           concurrency=args.concurrency, candidates=args.candidates,
                           rate_hz=args.rate, py_spy=not args.no_py_spy,
+                          reference=not args.no_reference,
                           repository=Path(args.repository) if args.repository else None,
                           log_dir=Path(args.log_dir) if args.log_dir else None)
 

@@ -171,6 +171,9 @@ class ProfileReport:
     py_spy: str = ""             # how the stubs were sampled, or why they were not
     sample_rate_hz: int = 0
     notes: tuple[str, ...] = ()
+    # The same RankerService called in this process at 1 client, interleaved with the cells:
+    # its client CPU per request is the whole cost of a request without a server.
+    reference: tuple[ServeCell, ...] = ()
 
     def runs(self, candidates: int, concurrency: int) -> list[ProfileCell]:
         return sorted((c for c in self.cells if (c.load.candidates, c.load.concurrency)

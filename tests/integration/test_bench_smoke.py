@@ -67,3 +67,5 @@ def test_bench_profile_splits_cpu_per_request_by_process(ranker_repo, tmp_path):
     assert cpu[14].strip() == "0", cpu
     assert all(float(stages[i].replace(",", "")) > 0 for i in (4, 5, 7)), stages
     assert int(shares[3].replace(",", "")) > 0, shares  # py-spy took samples
+    reference = next(line for line in lines if line.startswith("Reference:"))
+    assert float(reference.split("16 candidates ")[1].split()[0].replace(",", "")) > 0

@@ -136,10 +136,16 @@ def test_profile_markdown_has_every_column_with_medians_and_ranges():
         for run in range(3))
     md = profile_markdown(ProfileReport(machine=machine, command="sentinel bench profile",
                                         duration_s=1.0, cells=cells, settings="2 instances",
-                                        py_spy="py-spy 0.4.2", sample_rate_hz=100))
+                                        py_spy="py-spy 0.4.2", sample_rate_hz=100,
+                                        reference=tuple(ServeCell(
+                                            "in-process", 256, 1, requests=500, errors=0,
+                                            seconds=1.0, rps=500.0, ips=128_000.0, p50_ms=2.0,
+                                            p99_ms=3.0, client_cpu_us=190.0 + 10 * run, run=run)
+                                            for run in range(3))))
     row = next(line for line in md.splitlines() if line.startswith("| 256 | 1 | 1,000 |"))
     assert row.split("|")[5:12] == [" 301 ", " 300–302 ", " 50 ", " 301 ", " 300–302 ", " 10 ",
                                     " 602 "]
     share_row = next(line for line in md.splitlines() if line.startswith("| 256 | 1 | 120 |"))
     assert " 75.0 | " in share_row and share_row.endswith("| 20 |")
     assert "0.40/0.50/0.60" in md and "| 2.00 |" in md
+    assert "256 candidates 200 CPU µs/req (190–210)." in md

@@ -214,6 +214,7 @@ def run_profile(opts: ProfileOptions, progress: Progress = lambda _: None,
         log_dir.mkdir(parents=True, exist_ok=True)
         repository = ranker_repository(opts.repository, work, progress)
         version_dir = _version_dir(repository)
+        settings = sentinel_settings(_serving_settings(version_dir))  # before the temp dir goes
         tables = FeatureTables.load(version_dir / "features.npz")
         options = ranker_server_options(repository, log_dir)
         with TritonServer(options) as server:
@@ -266,7 +267,7 @@ def run_profile(opts: ProfileOptions, progress: Progress = lambda _: None,
     progress(f"load average after: {'/'.join(f'{x:.2f}' for x in machine.load_after)}")
     return ProfileReport(machine=machine, command=command or _command_line(),
                          duration_s=opts.duration_s, cells=tuple(cells),
-                         settings=sentinel_settings(_serving_settings(version_dir)),
+                         settings=settings,
                          py_spy=py_spy, sample_rate_hz=opts.rate_hz if sampler else 0,
                          reference=tuple(reference))
 

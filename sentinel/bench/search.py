@@ -126,7 +126,6 @@ def run_search(opts: SearchBenchOptions, progress: Progress = lambda _: None,
                     progress(f"latency: mode {mode}, {clients} client(s), {opts.duration_s:g} s")
                     cells.append(measure(mode, _grpc_call(options.grpc_url, texts, mode),
                                          len(texts), 1, clients, opts.duration_s, opts.warmup_s))
-        service.lexical.close()
         fusion = json.loads((version_dir / FUSION).read_text())
         counts = tuple((n, int((~q.tuning).sum()), int(q.tuning.sum())) for n, q in sets.items())
     return SearchBenchReport(finished(machine), command, version_dir.name, fusion, ev, counts,

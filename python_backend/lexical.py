@@ -140,11 +140,9 @@ def read_field(con: sqlite3.Connection, table: str, position: dict[int, int]) ->
         terms, docs = [], []
         for term, doc in con.execute(f"SELECT term, doc FROM temp.{table}_instances"):
             terms.append(term)
-            docs.append(position.get(doc, -1))
+            docs.append(position[doc])
     finally:
         con.execute(f"DROP TABLE temp.{table}_instances")
-    if -1 in docs:
-        raise ValueError(f"the lexical index's {table} holds items that are not in the catalogue")
     vocab, term_idx = np.unique(np.asarray(terms, dtype=object), return_inverse=True)
     doc_idx = np.asarray(docs, np.int64)
     length = np.bincount(doc_idx, minlength=len(position)).astype(np.float64)  # tokens per item
@@ -172,10 +170,15 @@ class LexicalIndex:
         position = {int(i): p for p, i in enumerate(self.item_ids)}
         con = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
         try:
-            n = con.execute("SELECT count(*) FROM words").fetchone()[0]
-            if n != len(self.item_ids):
-                raise ValueError(f"{path}: the lexical index holds {n} items, the catalogue "
-                                 f"{len(self.item_ids)}")
+            for table in _TABLES:
+                held = [r for r, in con.execute(f"SELECT rowid FROM {table}")]
+                if len(held) != len(self.item_ids):
+                    raise ValueError(f"{path}: the lexical index holds {len(held)} items, the "
+                                     f"catalogue {len(self.item_ids)}")
+                foreign = sorted(set(held) - position.keys())
+                if foreign:
+                    raise ValueError(f"{path}: the lexical index holds items that are not in the "
+                                     f"catalogue: {foreign[:5]}")
             self.words, self.trigrams = (read_field(con, t, position) for t in _TABLES)
         finally:
             con.close()

@@ -8,6 +8,7 @@ import json
 import statistics
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -40,6 +41,18 @@ class SearchBenchOptions:
 
 
 @dataclass(frozen=True)
+class InProcessSplit:
+    """Per-request milliseconds inside the search service (no Triton, no gRPC): the median of
+    each run, for every part in SPLIT_PARTS."""
+    queries: int
+    parts: tuple[tuple[str, tuple[float, ...]], ...]  # (part, per-run medians)
+
+
+SPLIT_PARTS = ("dense request", "hybrid request", "hybrid − dense (paired)",
+               "lexical scores (hybrid)", "gate, blend and top-k (hybrid)")
+
+
+@dataclass(frozen=True)
 class SearchBenchReport:
     machine: Machine
     command: str
@@ -49,6 +62,7 @@ class SearchBenchReport:
     query_counts: tuple[tuple[str, int, int], ...]  # (set, evaluation, tuning)
     cells: tuple[ServeCell, ...]
     served_matches_in_process: bool
+    in_process: InProcessSplit | None = None
 
     def p50(self, mode: str, clients: int) -> float:
         """The median over the runs."""
@@ -129,6 +143,8 @@ def run_search(opts: SearchBenchOptions, progress: Progress = lambda _: None,
         eval_sets = {n: q.split(False) for n, q in sets.items()}
         texts = [t for pair in zip(eval_sets["typo_title"].texts, eval_sets["genre_description"].texts
                                    * 50) for t in pair][:opts.latency_queries]
+        progress(f"in-process split: dense and hybrid requests, {opts.repeat} run(s)")
+        split = in_process_split(service, texts, opts.repeat)
         options = TritonOptions(repository=repository, http_port=free_port(), grpc_port=free_port(),
                                 metrics_port=free_port(), models=("search",),
                                 log_path=Path(opts.log_dir or tmp) / "triton.log")
@@ -148,7 +164,45 @@ def run_search(opts: SearchBenchOptions, progress: Progress = lambda _: None,
         fusion = json.loads((version_dir / FUSION).read_text())
         counts = tuple((n, int((~q.tuning).sum()), int(q.tuning.sum())) for n, q in sets.items())
     return SearchBenchReport(finished(machine), command, version_dir.name, fusion, ev, counts,
-                             tuple(cells), matches)
+                             tuple(cells), matches, split)
+
+
+def in_process_split(service, texts: list[str], runs: int, seed: int = 0) -> InProcessSplit:
+    """Where a hybrid request's extra time goes, in the service code Triton runs: a dense and a
+    hybrid request for every query (in random order, which of the two goes first alternating),
+    then hybrid's lexical scoring and its gate + blend + top-k alone on the same query."""
+    from python_backend.fusion import rank_scores
+    from python_backend.search_service import SearchRequest, encode
+    from python_backend.topk import top_k
+
+    def ms(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+
+    k = 10
+    sims = encode(service.runner.run, service.tokenizer, texts) @ service.item_embeddings.T
+    lexical = [service.lexical_scores(q) for q in texts]
+    for q in texts[:20]:  # warm-up
+        service.search([SearchRequest(q, k, "hybrid"), SearchRequest(q, k, "dense")])
+    rng = np.random.default_rng(seed)
+    per_run: dict[str, list[float]] = {p: [] for p in SPLIT_PARTS}
+    for run in range(runs):
+        samples: dict[str, list[float]] = {p: [] for p in SPLIT_PARTS}
+        for j, i in enumerate(rng.permutation(len(texts))):
+            q = texts[i]
+            first, second = ("dense", "hybrid") if (run + j) % 2 == 0 else ("hybrid", "dense")
+            took = {m: ms(lambda m=m: service.search([SearchRequest(q, k, m)]))
+                    for m in (first, second)}
+            samples["dense request"].append(took["dense"])
+            samples["hybrid request"].append(took["hybrid"])
+            samples["hybrid − dense (paired)"].append(took["hybrid"] - took["dense"])
+            samples["lexical scores (hybrid)"].append(ms(lambda: service.lexical_scores(q)))
+            samples["gate, blend and top-k (hybrid)"].append(ms(lambda: top_k(
+                rank_scores("hybrid", sims[i], lexical[i], service.fusion), k)))
+        for p in SPLIT_PARTS:
+            per_run[p].append(float(np.median(samples[p])))
+    return InProcessSplit(len(texts), tuple((p, tuple(v)) for p, v in per_run.items()))
 
 
 def _wait_search_ready(http_url: str, timeout_s: float = 120.0) -> None:
@@ -227,6 +281,8 @@ def search_markdown(r: SearchBenchReport) -> str:
         lines += ["Query kinds the gate chose on the tuning queries (title / attribute / meaning): "
                   + "; ".join(f"{n} {k['title']}/{k['attribute']}/{k['meaning']}"
                               for n, k in kinds.items()) + ".", ""]
+    if r.in_process is not None:
+        lines += split_lines(r.in_process) + [""]
     lines += latency_lines(r) + [""]
     lines += [f"Served answers equal the in-process service's on 20 queries × 3 modes: "
               f"{'yes' if r.served_matches_in_process else 'NO'}"]
@@ -254,4 +310,16 @@ def latency_lines(r: SearchBenchReport) -> list[str]:
         median = statistics.median(ratios) if ratios else float("nan")
         lines.append(f"p50 hybrid / dense at {clients} client(s), each run's ratio: median "
                      f"{median:.2f}" + (f" [{spread}]" if spread != "–" else "") + " (goal ≤ 1.5)")
+    return lines
+
+
+def split_lines(split: InProcessSplit) -> list[str]:
+    from sentinel.bench.report import _spread
+    runs = len(split.parts[0][1]) if split.parts else 0
+    lines = [f"In-process, per request (python_backend.search_service as Triton runs it, ONNX "
+             f"Runtime with the version's 2 intra-op threads, no server; {split.queries} latency "
+             f"queries × {runs} run(s)): median of the runs' medians, with their range:", "",
+             "| part | ms | min–max |", "|---|---:|---|"]
+    lines += [f"| {part} | {statistics.median(v):.3f} | {_spread(list(v), 3)} |"
+              for part, v in split.parts]
     return lines

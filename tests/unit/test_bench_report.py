@@ -86,3 +86,11 @@ def test_search_latency_gives_medians_ranges_and_each_runs_hybrid_over_dense():
     assert "| dense | 8 | 100 | 5.00 | 4.00–6.00 | 2.00 | 0 |" in md
     assert "every cell 3 time(s)" in md
     assert "p50 hybrid / dense at 8 client(s), each run's ratio: median 1.25 [1.20–1.50]" in md
+
+
+def test_search_in_process_split_gives_the_median_of_the_runs_and_their_range():
+    from sentinel.bench.search import InProcessSplit, split_lines
+    md = "\n".join(split_lines(InProcessSplit(200, (("dense request", (4.0, 5.0, 4.5)),
+                                                    ("hybrid request", (4.2, 5.1, 4.6))))))
+    assert "200 latency queries × 3 run(s)" in md
+    assert "| dense request | 4.500 | 4.000–5.000 |" in md

@@ -102,7 +102,6 @@ def search_job(workdir: Path, spec: ModelSpec = SEARCH, model_dir: Path | None =
     # artefact-independent parts of every query set's scores, computed once per build
     lexical = {n: lexical_matrices(index, q.texts) for n, q in sets.items()}
     jaccard = {n: jaccard_scores(texts, q.texts) for n, q in sets.items()}
-    index.close()
 
     # One encoding of the catalogue and the queries per artefact: evaluate(), the published
     # items.npz and fusion.json share it (a bound method `runner.run` compares and hashes equal
@@ -148,7 +147,6 @@ def search_job(workdir: Path, spec: ModelSpec = SEARCH, model_dir: Path | None =
                         "expected": {"embedding": [float(v) for v in r.embedding],
                                      "item_ids": [int(i) for i in r.items],
                                      "scores": [float(s) for s in r.scores]}})
-        service.lexical.close()
         return out
 
     files = {}

@@ -55,7 +55,7 @@ class LexicalMatrices:
 
 
 def lexical_matrices(index, texts: Sequence[str]) -> LexicalMatrices:
-    """`index` is a python_backend.lexical.LexicalIndex; one FTS5 query pair per text."""
+    """`index` is a python_backend.lexical.LexicalIndex (or its reference, Fts5Scores)."""
     per = [index.scores(t) for t in texts]
     return LexicalMatrices(np.stack([p.words for p in per]), np.stack([p.trigrams for p in per]),
                            np.array([p.words_max for p in per]), np.array([p.trigrams_max for p in per]),

@@ -101,6 +101,8 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         p.set_defaults(output=str(SEARCH_DOC))
         p.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell")
         p.add_argument("--concurrency", type=_ints, default=(1, 8), help="e.g. 1,8")
+        p.add_argument("--repeat", type=int, default=3,
+                       help="runs of every latency cell, interleaved (the report gives the range)")
         p.add_argument("--repository", default=None,
                        help="use the newest search version in this repository instead of building one")
         p.add_argument("--queries-out", default=None,
@@ -214,10 +216,12 @@ def quality_main(args: argparse.Namespace) -> int:
 def search_main(args: argparse.Namespace) -> int:
     from sentinel.bench.search import SearchBenchOptions, run_search, search_markdown
     opts = SearchBenchOptions(repository=Path(args.repository) if args.repository else None,
-                              duration_s=args.duration, concurrency=args.concurrency)
+                              duration_s=args.duration, concurrency=args.concurrency,
+                              repeat=args.repeat)
     command = "sentinel bench search" + "".join(
         f" --{k} {v}" for k, v in (("duration", args.duration),
-                                   ("concurrency", ",".join(map(str, args.concurrency)))))
+                                   ("concurrency", ",".join(map(str, args.concurrency))),
+                                   ("repeat", args.repeat)))
     try:
         report = run_search(opts, progress=_say, command=command)
     except FileNotFoundError as exc:

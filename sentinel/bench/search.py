@@ -5,9 +5,11 @@ through python_backend.search_service — so the numbers are the served ones."""
 from __future__ import annotations
 
 import json
+import statistics
 import tempfile
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +31,25 @@ class SearchBenchOptions:
     concurrency: tuple[int, ...] = (1, 8)
     latency_queries: int = 200       # evaluation queries sent, typed titles and descriptions
     log_dir: Path | None = None
+    # every latency cell this many times, interleaved (run 1 of every cell, then run 2, ...; the
+    # order of the modes turns each run), so the report gives the spread next to each median
+    repeat: int = 3
+
+    def __post_init__(self):
+        if self.repeat < 1:
+            raise ValueError("repeat must be >= 1")
+
+
+@dataclass(frozen=True)
+class InProcessSplit:
+    """Per-request milliseconds inside the search service (no Triton, no gRPC): the median of
+    each run, for every part in SPLIT_PARTS."""
+    queries: int
+    parts: tuple[tuple[str, tuple[float, ...]], ...]  # (part, per-run medians)
+
+
+SPLIT_PARTS = ("dense request", "hybrid request", "hybrid − dense (paired)",
+               "lexical scores (hybrid)", "gate, blend and top-k (hybrid)")
 
 
 @dataclass(frozen=True)
@@ -41,10 +62,18 @@ class SearchBenchReport:
     query_counts: tuple[tuple[str, int, int], ...]  # (set, evaluation, tuning)
     cells: tuple[ServeCell, ...]
     served_matches_in_process: bool
+    in_process: InProcessSplit | None = None
 
     def p50(self, mode: str, clients: int) -> float:
-        return next((c.p50_ms for c in self.cells if c.target == mode
-                     and c.concurrency == clients), float("nan"))
+        """The median over the runs."""
+        values = [c.p50_ms for c in self.cells if c.target == mode and c.concurrency == clients]
+        return statistics.median(values) if values else float("nan")
+
+    def p50_ratios(self, mode: str, clients: int, base: str = "dense") -> list[float]:
+        """Each run's p50 of `mode` over the same run's p50 of `base`."""
+        of = {(c.target, c.run): c.p50_ms for c in self.cells if c.concurrency == clients}
+        return [of[(mode, run)] / of[(base, run)] for run in sorted({r for _, r in of})
+                if (mode, run) in of and (base, run) in of]
 
 
 def _newest(repository: Path) -> Path:
@@ -114,6 +143,8 @@ def run_search(opts: SearchBenchOptions, progress: Progress = lambda _: None,
         eval_sets = {n: q.split(False) for n, q in sets.items()}
         texts = [t for pair in zip(eval_sets["typo_title"].texts, eval_sets["genre_description"].texts
                                    * 50) for t in pair][:opts.latency_queries]
+        progress(f"in-process split: dense and hybrid requests, {opts.repeat} run(s)")
+        split = in_process_split(service, texts, opts.repeat)
         options = TritonOptions(repository=repository, http_port=free_port(), grpc_port=free_port(),
                                 metrics_port=free_port(), models=("search",),
                                 log_path=Path(opts.log_dir or tmp) / "triton.log")
@@ -121,16 +152,57 @@ def run_search(opts: SearchBenchOptions, progress: Progress = lambda _: None,
         with TritonServer(options):
             _wait_search_ready(options.http_url)
             matches = _served_matches(options.grpc_url, service, texts[:20])
-            for clients in opts.concurrency:
-                for mode in MODES:
-                    progress(f"latency: mode {mode}, {clients} client(s), {opts.duration_s:g} s")
-                    cells.append(measure(mode, _grpc_call(options.grpc_url, texts, mode),
-                                         len(texts), 1, clients, opts.duration_s, opts.warmup_s))
-        service.lexical.close()
+            for run in range(opts.repeat):
+                for clients in opts.concurrency:
+                    for mode in MODES[run % len(MODES):] + MODES[:run % len(MODES)]:
+                        cell = replace(measure(mode, _grpc_call(options.grpc_url, texts, mode),
+                                               len(texts), 1, clients, opts.duration_s,
+                                               opts.warmup_s), run=run)
+                        progress(f"latency run {run + 1}/{opts.repeat}: mode {mode:7s} {clients} "
+                                 f"client(s): p50 {cell.p50_ms:.2f} ms, {cell.rps:.0f} req/s")
+                        cells.append(cell)
         fusion = json.loads((version_dir / FUSION).read_text())
         counts = tuple((n, int((~q.tuning).sum()), int(q.tuning.sum())) for n, q in sets.items())
     return SearchBenchReport(finished(machine), command, version_dir.name, fusion, ev, counts,
-                             tuple(cells), matches)
+                             tuple(cells), matches, split)
+
+
+def in_process_split(service, texts: list[str], runs: int, seed: int = 0) -> InProcessSplit:
+    """Where a hybrid request's extra time goes, in the service code Triton runs: a dense and a
+    hybrid request for every query (in random order, which of the two goes first alternating),
+    then hybrid's lexical scoring and its gate + blend + top-k alone on the same query."""
+    from python_backend.fusion import rank_scores
+    from python_backend.search_service import SearchRequest, encode
+    from python_backend.topk import top_k
+
+    def ms(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+
+    k = 10
+    sims = encode(service.runner.run, service.tokenizer, texts) @ service.item_embeddings.T
+    lexical = [service.lexical_scores(q) for q in texts]
+    for q in texts[:20]:  # warm-up
+        service.search([SearchRequest(q, k, "hybrid"), SearchRequest(q, k, "dense")])
+    rng = np.random.default_rng(seed)
+    per_run: dict[str, list[float]] = {p: [] for p in SPLIT_PARTS}
+    for run in range(runs):
+        samples: dict[str, list[float]] = {p: [] for p in SPLIT_PARTS}
+        for j, i in enumerate(rng.permutation(len(texts))):
+            q = texts[i]
+            first, second = ("dense", "hybrid") if (run + j) % 2 == 0 else ("hybrid", "dense")
+            took = {m: ms(lambda m=m: service.search([SearchRequest(q, k, m)]))
+                    for m in (first, second)}
+            samples["dense request"].append(took["dense"])
+            samples["hybrid request"].append(took["hybrid"])
+            samples["hybrid − dense (paired)"].append(took["hybrid"] - took["dense"])
+            samples["lexical scores (hybrid)"].append(ms(lambda: service.lexical_scores(q)))
+            samples["gate, blend and top-k (hybrid)"].append(ms(lambda: top_k(
+                rank_scores("hybrid", sims[i], lexical[i], service.fusion), k)))
+        for p in SPLIT_PARTS:
+            per_run[p].append(float(np.median(samples[p])))
+    return InProcessSplit(len(texts), tuple((p, tuple(v)) for p, v in per_run.items()))
 
 
 def _wait_search_ready(http_url: str, timeout_s: float = 120.0) -> None:
@@ -209,15 +281,45 @@ def search_markdown(r: SearchBenchReport) -> str:
         lines += ["Query kinds the gate chose on the tuning queries (title / attribute / meaning): "
                   + "; ".join(f"{n} {k['title']}/{k['attribute']}/{k['meaning']}"
                               for n, k in kinds.items()) + ".", ""]
-    lines += ["Served through Triton (gRPC, one query per request, queries alternating typed titles "
-              "and genre descriptions), closed loop:", "",
-              "| mode | clients | requests/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|---:|"]
-    for c in r.cells:
-        lines.append(f"| {c.target} | {c.concurrency} | {c.rps:,.0f} | {c.p50_ms:.2f} | "
-                     f"{c.p99_ms:.2f} | {c.errors} |")
-    for clients in sorted({c.concurrency for c in r.cells}):
-        ratio = r.p50("hybrid", clients) / r.p50("dense", clients)
-        lines.append(f"\np50 hybrid / dense at {clients} client(s): {ratio:.2f} (goal ≤ 1.5)")
-    lines += ["", f"Served answers equal the in-process service's on 20 queries × 3 modes: "
+    if r.in_process is not None:
+        lines += split_lines(r.in_process) + [""]
+    lines += latency_lines(r) + [""]
+    lines += [f"Served answers equal the in-process service's on 20 queries × 3 modes: "
               f"{'yes' if r.served_matches_in_process else 'NO'}"]
     return "\n".join(lines)
+
+
+def latency_lines(r: SearchBenchReport) -> list[str]:
+    from sentinel.bench.report import _median, _spread
+    runs = max((c.run for c in r.cells), default=0) + 1
+    lines = [f"Served through Triton (gRPC, one query per request, queries alternating typed titles "
+             f"and genre descriptions), closed loop; every cell {runs} time(s), interleaved: "
+             f"medians, with the range of the runs:", "",
+             "| mode | clients | requests/s | p50 ms | p50 min–max | p99 ms | errors |",
+             "|---|---:|---:|---:|---|---:|---:|"]
+    for mode, clients in dict.fromkeys((c.target, c.concurrency) for c in sorted(
+            r.cells, key=lambda c: (c.concurrency, MODES.index(c.target)))):
+        cells = [c for c in r.cells if c.target == mode and c.concurrency == clients]
+        lines.append(f"| {mode} | {clients} | {_median([c.rps for c in cells]):,.0f} | "
+                     f"{r.p50(mode, clients):.2f} | {_spread([c.p50_ms for c in cells], 2)} | "
+                     f"{_median([c.p99_ms for c in cells]):.2f} | {sum(c.errors for c in cells)} |")
+    lines.append("")
+    for clients in sorted({c.concurrency for c in r.cells}):
+        ratios = r.p50_ratios("hybrid", clients)
+        spread = _spread(ratios, 2)
+        median = statistics.median(ratios) if ratios else float("nan")
+        lines.append(f"p50 hybrid / dense at {clients} client(s), each run's ratio: median "
+                     f"{median:.2f}" + (f" [{spread}]" if spread != "–" else "") + " (goal ≤ 1.5)")
+    return lines
+
+
+def split_lines(split: InProcessSplit) -> list[str]:
+    from sentinel.bench.report import _spread
+    runs = len(split.parts[0][1]) if split.parts else 0
+    lines = [f"In-process, per request (python_backend.search_service as Triton runs it, ONNX "
+             f"Runtime with the version's 2 intra-op threads, no server; {split.queries} latency "
+             f"queries × {runs} run(s)): median of the runs' medians, with their range:", "",
+             "| part | ms | min–max |", "|---|---:|---|"]
+    lines += [f"| {part} | {statistics.median(v):.3f} | {_spread(list(v), 3)} |"
+              for part, v in split.parts]
+    return lines

@@ -72,3 +72,25 @@ def test_repeated_runs_give_medians_ranges_and_paired_ratios():
     assert "| 2.00 | 1.00–3.00 |" in md
     assert "3 time(s)" in md and "| 256 | 8 | – | – | 3.00 [3.00–6.00] |" in md
     assert "| (b) Sentinel on Triton | 660 |" in headline_markdown(r)
+
+
+def test_search_latency_gives_medians_ranges_and_each_runs_hybrid_over_dense():
+    from sentinel.bench.search import SearchBenchReport, latency_lines
+    p50 = {("dense", 0): 4.0, ("hybrid", 0): 5.0, ("dense", 1): 6.0, ("hybrid", 1): 9.0,
+           ("dense", 2): 5.0, ("hybrid", 2): 6.0}
+    cells = tuple(cell(mode, 100.0, candidates=1, concurrency=8, run=run, p50_ms=v)
+                  for (mode, run), v in p50.items())
+    r = SearchBenchReport(MACHINE, "sentinel bench search", "1", {}, None, (), cells, True)
+    assert r.p50("hybrid", 8) == 6.0 and r.p50_ratios("hybrid", 8) == [1.25, 1.5, 1.2]
+    md = "\n".join(latency_lines(r))
+    assert "| dense | 8 | 100 | 5.00 | 4.00–6.00 | 2.00 | 0 |" in md
+    assert "every cell 3 time(s)" in md
+    assert "p50 hybrid / dense at 8 client(s), each run's ratio: median 1.25 [1.20–1.50]" in md
+
+
+def test_search_in_process_split_gives_the_median_of_the_runs_and_their_range():
+    from sentinel.bench.search import InProcessSplit, split_lines
+    md = "\n".join(split_lines(InProcessSplit(200, (("dense request", (4.0, 5.0, 4.5)),
+                                                    ("hybrid request", (4.2, 5.1, 4.6))))))
+    assert "200 latency queries × 3 run(s)" in md
+    assert "| dense request | 4.500 | 4.000–5.000 |" in md

@@ -8,7 +8,8 @@ from build_scripts.search_eval import (Evaluation, LexicalMatrices, Margin, Meth
                                        bootstrap_ci, evaluate, jaccard_scores, per_query)
 from build_scripts.search_queries import TYPO_KINDS, QuerySet, partial_title, typed_title, typo
 from python_backend.fusion import KINDS, FusionFileError, FusionParams, features, fuse, rank_scores, route
-from python_backend.lexical import LexicalIndex, LexicalScores, build_index, has_year, normalise, trigrams
+from python_backend.lexical import (Fts5Scores, LexicalIndex, LexicalScores, build_index, has_year,
+                                    normalise, trigrams, words)
 from python_backend.errors import InvalidRequest
 from python_backend.search_service import parse_mode
 
@@ -23,9 +24,11 @@ PARAMS = FusionParams(trigram_weight=0.5, hybrid_trigram_weight=1.0, title_dense
 
 @pytest.fixture
 def index(tmp_path):
-    ix = LexicalIndex(build_index(tmp_path / "lex.sqlite3", IDS, TITLES, TEXTS), IDS)
-    yield ix
-    ix.close()
+    return LexicalIndex(build_index(tmp_path / "lex.sqlite3", IDS, TITLES, TEXTS), IDS)
+
+
+def _fts5(tmp_path):
+    return Fts5Scores(tmp_path / "lex.sqlite3", IDS)
 
 
 def test_text_is_normalised_and_cut_into_boundary_trigrams():
@@ -53,16 +56,75 @@ def test_index_refuses_a_catalogue_of_another_size(tmp_path):
     path = build_index(tmp_path / "lex.sqlite3", IDS, TITLES, TEXTS)
     with pytest.raises(ValueError, match="holds 5 items"):
         LexicalIndex(path, IDS[:3])
+    with pytest.raises(ValueError, match="not in the catalogue"):
+        LexicalIndex(path, IDS + 1)
 
 
-def test_word_parts_add_up_to_the_or_query_and_say_which_words_an_item_holds(index):
+def test_word_parts_add_up_to_the_or_query_and_say_which_words_an_item_holds(index, tmp_path):
     s = index.scores("dead man copycat")
-    words, best = index._field("words", ["copycat", "dead", "man"])
+    fts5 = _fts5(tmp_path)
+    words, best = fts5.field("words", ["copycat", "dead", "man"])  # FTS5's bm25() of the OR query
+    fts5.close()
     np.testing.assert_allclose(s.words, words, rtol=1e-5)
     assert s.words_max == pytest.approx(best)
     assert s.coverage.tolist() == pytest.approx([0, 0, 2 / 3, 2 / 3, 1 / 3])
     assert not s.has_year and index.scores("drama 1995").has_year
     assert has_year("Comedy from 1995") and not has_year("12345 monkeys") and not has_year("2 days")
+
+
+def _assert_same_scores(new: LexicalScores, old: LexicalScores, query: str) -> None:
+    """The matrices against FTS5's bm25(): bit-identical on this host (docs/models.md); the
+    tolerance only spares a SQLite built with other floating-point code."""
+    for field in ("words", "trigrams"):
+        np.testing.assert_allclose(getattr(new, field), getattr(old, field), rtol=1e-6, atol=1e-6,
+                                   err_msg=f"{field} of {query!r}")
+    np.testing.assert_array_equal(new.coverage, old.coverage, err_msg=query)
+    assert new.words_max == pytest.approx(old.words_max, rel=1e-9), query
+    assert new.trigrams_max == pytest.approx(old.trigrams_max, rel=1e-9), query
+    assert new.has_year == old.has_year, query
+
+
+def test_the_matrices_score_as_fts5_bm25_does(index, tmp_path):
+    rng = np.random.default_rng(3)
+    queries = ["dead man copycat", "Dead Man", "the the the", "Toy Story 1995 drama", "zzzz toy",
+               "!!!", "a", "Shawshank", "Coypcat", "Cité des Enfants", "1995", "walking dead man"]
+    queries += [typo(t, kind, rng) for t in TITLES for kind in TYPO_KINDS]
+    queries += [" ".join(rng.choice(words(" ".join(TEXTS)) + ["qqq", "x"], size=rng.integers(1, 6)))
+                for _ in range(40)]
+    fts5 = _fts5(tmp_path)
+    for q in queries:
+        _assert_same_scores(index.scores(q), fts5.scores(q), q)
+    fts5.close()
+
+
+def test_on_the_catalogue_the_matrices_rank_every_mode_as_fts5_did(tmp_path):
+    """An eighth of every query set (both splits) over the real catalogue: the scores the published
+    quality numbers were measured with (FTS5) and the served ones (matrices) agree, and so do the
+    top 10 of lexical and hybrid mode."""
+    from build_scripts import movielens
+    from build_scripts.search_model import catalogue_text
+    from build_scripts.search_queries import query_sets
+    from python_backend.topk import top_k
+    catalogue = movielens.load_catalogue()
+    cat = catalogue_text(catalogue)
+    path = build_index(tmp_path / "catalogue.sqlite3", cat.item_ids, cat.titles, cat.texts)
+    new, old = LexicalIndex(path, cat.item_ids), Fts5Scores(path, cat.item_ids)
+    published = FusionParams(trigram_weight=0.25, hybrid_trigram_weight=4.0, title_dense_weight=0.05,
+                             title_coverage_weight=0.25, attribute_dense_weight=0.1,
+                             attribute_min_coverage=0.34, gate_threshold=0.06, gate_typo_weight=0.5,
+                             gate_dense_weight=1.0)
+    rng = np.random.default_rng(0)
+    kinds = set()
+    for q in (t for qs in query_sets(catalogue, cat.years).values() for t in qs.texts[::8]):
+        a, b = new.scores(q), old.scores(q)
+        _assert_same_scores(a, b, q)
+        dense = (0.6 * rng.random(len(cat.item_ids))).astype(np.float32)
+        kinds.add(int(route(features(dense, a, 4.0), published)[0]))
+        for mode in ("lexical", "hybrid"):
+            assert top_k(rank_scores(mode, dense, a, published), 10)[0].tolist() == \
+                top_k(rank_scores(mode, dense, b, published), 10)[0].tolist(), (mode, q)
+    old.close()
+    assert kinds == {0, 1, 2}  # every query kind's blend was compared
 
 
 def _lexical(words, trigrams, coverage, year=False):

@@ -381,7 +381,6 @@ class Poller:
         with self.lock:
             busy = self.models[model].pending is not None or self.actuator.busy(model)
             busy_frozen = self.models[model].is_frozen
-        with self.lock:
             desired = self.models[model].desired
         canary_of = desired.canary.version if desired is not None and desired.canary else None
         if judged.promote is not None and judged.promote != canary_of \
@@ -399,9 +398,7 @@ class Poller:
             return  # the switch asked for earlier is still running; its result decides what next
         if decision.action == "rollback":
             bad, target = decision.served_version, decision.target_version
-            with self.lock:
-                desired = self.models[model].desired
-            if desired is not None and desired.canary is not None and desired.canary.version == bad:
+            if canary_of is not None and canary_of == bad:
                 # A bad canary goes back to what the rest of the fleet serves, not further back
                 # (the fleet's version may still be under watch, not yet known good).
                 target = desired.version
@@ -523,19 +520,18 @@ class Poller:
                                 index_known=self._index_known, external_activation=rt.external,
                                 action_in_flight=rt.pending is not None
                                 or self.actuator.busy(model))
-            desired, error = rt.desired, rt.desired_error
+            # config.pbtxt carries the fleet's version, never a canary's; this replica converges
+            # to its own target (a canary's version on the canary's replicas).
+            fleet_desired, error = rt.desired, rt.desired_error
+            desired = fleet_desired
+            if fleet_desired is not None and fleet_desired.canary is not None:
+                desired = dataclasses.replace(
+                    fleet_desired, version=fleet_desired.target_for(self.lease.identity))
             # The retry delay is for a version that failed to load, not for the next decision: a
             # follower that loaded v2 a moment ago converges to the rollback at once.
             last_attempt = rt.last_reconcile_at if desired is not None and \
                 rt.last_reconcile_version == desired.version else float("-inf")
             frozen = rt.is_frozen
-        fleet_desired = desired  # what config.pbtxt carries: the fleet's version, never a canary's
-        if desired is not None and desired.canary is not None:
-            # A canary serves on its replicas only: this replica converges to its own target.
-            target = desired.target_for(self.lease.identity)
-            desired = dataclasses.replace(desired, version=target)
-            last_attempt = rt.last_reconcile_at if rt.last_reconcile_version == target \
-                else float("-inf")
         if error is not None:
             return Step("wait", reason=error)  # never act on a state file we could not read
         if self.desired_store is None:

@@ -22,12 +22,11 @@ from sentinel.bench.driver import measure
 from sentinel.bench.environment import describe_machine, finished
 from sentinel.bench.report import _f, _median, _spread, machine_lines
 from sentinel.bench.results import ProfileCell, ProfileReport, ServerStages
-from sentinel.bench.serve import (BenchError, _command_line, _serving_settings, _version_dir,
+from sentinel.bench.serve import (BenchError, check_budget, _command_line, _serving_settings, _version_dir,
                                   _wait_model_ready, ranker_repository, ranker_server_options,
                                   sentinel_settings)
 from sentinel.bench.workload import ranking_requests
 
-MAX_COMMAND_S = 600
 Progress = Callable[[str], None]
 
 
@@ -198,9 +197,7 @@ class _Window:
 
 def run_profile(opts: ProfileOptions, progress: Progress = lambda _: None,
                 command: str | None = None) -> ProfileReport:
-    if opts.estimate_s() > MAX_COMMAND_S:
-        raise BenchError(f"this run would take ~{opts.estimate_s():.0f}s, over the "
-                         f"{MAX_COMMAND_S}s bound: lower --duration or --repeat")
+    check_budget(opts.estimate_s(), "lower --duration or --repeat")
     from python_backend.ranker_features import FeatureTables
     from sentinel.triton import TritonServer
 

@@ -119,11 +119,16 @@ def _perf_analyzer_cells(grpc_url: str, opts: ServeOptions, n_users: int, n_item
     return out
 
 
+def check_budget(estimate_s: float, hint: str) -> None:
+    """Refuse a bench run that would take longer than one command may."""
+    if estimate_s > MAX_COMMAND_S:
+        raise BenchError(f"this run would take ~{estimate_s:.0f}s, over the {MAX_COMMAND_S}s "
+                         f"bound: {hint}")
+
+
 def run_serve(opts: ServeOptions, progress: Progress = lambda _: None,
               command: str | None = None) -> ServeReport:
-    if opts.estimate_s() > MAX_COMMAND_S:
-        raise BenchError(f"this run would take ~{opts.estimate_s():.0f}s, over the {MAX_COMMAND_S}s "
-                         f"bound: lower --duration or the concurrency levels")
+    check_budget(opts.estimate_s(), "lower --duration or the concurrency levels")
     from python_backend.ranker_features import FeatureTables
     from sentinel.bench.peers.launch import FlaskPeer, PyTritonPeer
     from sentinel.triton import TritonServer

@@ -223,20 +223,17 @@ def start_canary(poller, events, model: str, version, size, actor: str = "operat
                                  f"{[r.identity for r in members]}")
     chosen = tuple(r.identity for r in sorted(live, key=lambda r: (r.holder, r.identity))[:size])
     now = poller.clock()
-
-    def change(s):
-        if s is None or s.canary is not None or s.version != desired.version:
-            return None
-        return ds.start_canary(s, target, chosen, now, actor, reason, overrides)
     try:
-        state = poller.desired_store.update(model, change, expected_generation=desired.generation)
+        # Compare-and-swap on the generation these checks read: a decision written meanwhile
+        # refuses the canary instead of starting it on a state nobody looked at.
+        state = poller.desired_store.update(
+            model, lambda s: ds.start_canary(s, target, chosen, now, actor, reason, overrides),
+            expected_generation=desired.generation)
     except ds.StaleGeneration as exc:
         raise OperatorError(409, f"the desired state changed meanwhile ({exc.problem}); look "
                                  "again and retry") from None
     except ds.DesiredStateError as exc:
         raise OperatorError(409, f"the desired state could not be written: {exc}") from exc
-    if state is None or state.canary is None or state.canary.since != now:
-        raise OperatorError(409, "the desired state changed meanwhile; look again and retry")
     with poller.lock:
         poller.runtime(model).desired = state
     detail = (f"canary of version {target} started on {list(chosen)}; version {desired.version} "

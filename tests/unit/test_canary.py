@@ -290,3 +290,42 @@ def test_a_holder_that_takes_over_mid_canary_tallies_its_history_from_prometheus
     w = watch_with(fleet)
     assert w.step({"ranker": state}, members({"a": "2", "b": "1"})) == []
 
+
+
+def test_an_operator_canary_is_written_on_the_state_it_checked_and_refused_when_it_cannot_run(
+        tmp_path):
+    import threading
+    from types import SimpleNamespace
+    from monitor.operator import OperatorError, start_canary
+    from monitor.runtime import ModelRuntime
+    (tmp_path / "ranker" / "1").mkdir(parents=True)
+    (tmp_path / "ranker" / "2").mkdir()
+    (tmp_path / "ranker" / "config.pbtxt").write_text('name: "ranker"\nbackend: "python"\n')
+    store = ds.DesiredStateStore(tmp_path, clock=lambda: 10.0)
+    state = store.update("ranker", lambda s: ds.initial("ranker", "1", 0.0, "t"))
+    rt = ModelRuntime("ranker", {})
+    rt.desired = state
+    registry = ReplicaRegistry(tmp_path, "a", "", clock=lambda: 10.0)
+    for name, holder in (("a", True), ("b", False)):
+        ReplicaRegistry(tmp_path, name, "", clock=lambda: 10.0).beat({"ranker": "1"}, holder)
+    events = []
+    poller = SimpleNamespace(lock=threading.RLock(), models={"ranker": rt}, desired_store=store,
+                             canary=watch_with(FakeFleet()), replicas=registry,
+                             clock=lambda: 10.0, runtime=lambda m: rt,
+                             repository_versions=lambda m: ["1", "2"])
+    with pytest.raises(OperatorError, match="at least 3 live"):
+        start_canary(poller, events, "ranker", "2", 2)
+    with pytest.raises(OperatorError, match="unknown canary setting"):
+        start_canary(poller, events, "ranker", "2", 1, policy={"nope": 1})
+    store.update("ranker", lambda s: ds.pin(s, None, 5.0, "someone else"))  # decided meanwhile
+    with pytest.raises(OperatorError, match="changed meanwhile"):
+        start_canary(poller, events, "ranker", "2", 1)
+    assert store.read("ranker").canary is None
+    rt.desired = store.read("ranker")
+    result = start_canary(poller, events, "ranker", "2", 1, policy={"duration_s": 30})
+    written = store.read("ranker")
+    assert written.canary.replicas == ("b",)  # the holder keeps judging from the fleet group
+    assert written.canary.policy == {"duration_s": 30} and written.version == "1"
+    assert result.generation == written.generation and events[-1].outcome == "started"
+    with pytest.raises(OperatorError, match="is running on"):
+        start_canary(poller, events, "ranker", "2", 1)

@@ -44,7 +44,11 @@ def faulted(tmp_path_factory, trained_ranker):
     """Version 2 activated straight through Triton's repository API (an operator going around the
     sidecar), adopted under watch and rolled back by the sidecar."""
     work = tmp_path_factory.mktemp("pages")
-    session = DemoSession(VERSIONS, workdir=work, say=print, policy=BACK_TO_BACK_POLICY)
+    # Golden probes every 10 s, not 2 s: the page under test shows the error-rate change point,
+    # and two failed probes in a row could otherwise roll v2 back before the detector fires (it
+    # happened once in a full run: rolled back on probes alone, no change to draw).
+    session = DemoSession(VERSIONS, workdir=work, say=print, policy=BACK_TO_BACK_POLICY,
+                          config={"probe_interval_s": 10.0})
     session.build(trained_ranker)
     session.start()
     try:

@@ -108,6 +108,10 @@ RANKER = ModelSpec(
                 TensorSpec("item_ids", "int64", (-1,)),
                 TensorSpec("timestamp", "int64", (1,), optional=True)),
         outputs=(TensorSpec("scores", "float32", (-1,)),),
+        # No queue delay: at 1 client the 200 µs delay was pure latency (nothing to batch), and
+        # under load requests still merge while both instances are busy (`sentinel bench profile`,
+        # setups http vs shipped, docs/benchmarks.md).
+        max_queue_delay_us=0,
         parameters={"ORT_INTRA_OP_THREADS": "1"},
     ),
     # dynamic INT8 of the Gemm layers and embedding tables measured 1.2x faster and 2x smaller at

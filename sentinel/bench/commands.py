@@ -82,8 +82,12 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
                        help="comma-separated, from " + ",".join(TARGETS) + " (default: "
                             "%(default)s); sentinel,sentinel-off measures the cost of the stubs' "
-                            "memory/CPU metrics")
+                            "memory/CPU metrics, sentinel,sentinel-grpc the client's protocol")
         p.add_argument("--no-perf-analyzer", action="store_true", help="skip the cross-check")
+        p.add_argument("--readme", default=None,
+                       help="file whose headline section (bench:headline markers) gets the "
+                            "256-candidate table (default: README.md when --output is the "
+                            "default docs/benchmarks.md, else none)")
         p.add_argument("--repository", default=None,
                        help="use the newest ranker in this repository instead of building one")
         p.add_argument("--log-dir", default=None, help="keep the servers' logs here")
@@ -164,7 +168,12 @@ def serve_main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     code = _finish(args, "serve", serve_markdown(report), report)
-    print("\nHeadline:\n" + headline_markdown(report, max(opts.candidates)))
+    headline = headline_markdown(report, max(opts.candidates))
+    print("\nHeadline:\n" + headline)
+    readme = args.readme or (ROOT / "README.md" if Path(args.output) == DEFAULT_DOC else None)
+    if readme:
+        from sentinel.bench.report import write_section
+        print(f"written to {write_section('headline', headline, Path(readme))}")
     return code
 
 

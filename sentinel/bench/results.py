@@ -174,7 +174,12 @@ class ProfileReport:
     # The same RankerService called in this process at 1 client, interleaved with the cells:
     # its client CPU per request is the whole cost of a request without a server.
     reference: tuple[ServeCell, ...] = ()
+    # (setup name, how it served) for each serving setup compared; a cell's load.target names its
+    # setup
+    setups: tuple[tuple[str, str], ...] = ()
 
-    def runs(self, candidates: int, concurrency: int) -> list[ProfileCell]:
+    def runs(self, candidates: int, concurrency: int, setup: str | None = None
+             ) -> list[ProfileCell]:
         return sorted((c for c in self.cells if (c.load.candidates, c.load.concurrency)
-                       == (candidates, concurrency)), key=lambda c: c.load.run)
+                       == (candidates, concurrency) and setup in (None, c.load.target)),
+                      key=lambda c: c.load.run)

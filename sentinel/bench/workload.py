@@ -47,6 +47,27 @@ def grpc_bodies(reqs: list[RankingRequest], model: str = "ranker") -> list[bytes
     return out
 
 
+def http_bodies(reqs: list[RankingRequest], host: str, port: int, model: str = "ranker"
+                ) -> list[bytes]:
+    """Whole HTTP/1.1 requests to Triton's KServe v2 endpoint with the binary tensor extension (a
+    JSON header, then the raw tensors; the answer's scores come back raw too): the form
+    tritonclient.http sends with binary_data=True, built once per request."""
+    out = []
+    for r in reqs:
+        tensors = (("user_id", np.array([[r.user]], np.int64)),
+                   ("item_ids", r.items.astype(np.int64).reshape(1, -1)))
+        header = json.dumps({
+            "inputs": [{"name": name, "shape": list(arr.shape), "datatype": "INT64",
+                        "parameters": {"binary_data_size": arr.nbytes}} for name, arr in tensors],
+            "outputs": [{"name": "scores", "parameters": {"binary_data": True}}]}).encode()
+        body = header + b"".join(arr.tobytes() for _, arr in tensors)
+        out.append(f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                   f"Content-Type: application/octet-stream\r\n"
+                   f"Inference-Header-Content-Length: {len(header)}\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    return out
+
+
 def json_bodies(reqs: list[RankingRequest]) -> list[bytes]:
     """What a hand-built JSON ranking endpoint receives."""
     return [json.dumps({"user_id": r.user, "item_ids": r.items.tolist()}).encode() for r in reqs]

@@ -48,24 +48,34 @@ def test_bench_swap_fails_no_request(ranker_repo, tmp_path):
 
 def test_bench_profile_splits_cpu_per_request_by_process(ranker_repo, tmp_path):
     doc = tmp_path / "benchmarks.md"
+    # two setups, one per client protocol, side by side (the default compares three)
     assert main(["bench", "profile", "--repository", str(ranker_repo), "--duration", "1",
                  "--warmup", "0.3", "--concurrency", "1", "--candidates", "16", "--repeat", "1",
+                 "--setups", "g:protocol=grpc|h:protocol=http,queue_delay_us=0",
                  "--output", str(doc), "--json", str(tmp_path / "profile.json")]) == 0
     lines = doc.read_text().splitlines()
     heads = [line for line in lines if line.startswith("| candidates |")]
-    assert len(heads) == 3, heads  # CPU by process, Triton's stages, py-spy shares
-    for head, want in zip(heads, (("tritonserver µs/req", "stubs µs/req", "client µs/req"),
-                                  ("queue µs", "compute input µs", "compute infer µs",
+    assert len(heads) == 4, heads  # CPU by process, h against g, Triton's stages, py-spy shares
+    for head, want in zip(heads, (("setup", "tritonserver µs/req", "stubs µs/req", "client µs/req"),
+                                  ("setup", "server CPU / req", "requests/s", "p50"),
+                                  ("setup", "queue µs", "compute input µs", "compute infer µs",
                                    "compute output µs"),
-                                  ("ONNX Runtime %", "metrics %", "pb_utils %", "stub C++ %",
-                                   "parse %", "encode %", "batch + respond %", "other %"))):
+                                  ("setup", "ONNX Runtime %", "metrics %", "pb_utils %",
+                                   "stub C++ %", "parse %", "encode %", "batch + respond %",
+                                   "other %"))):
         assert all(w in head for w in want), head
-    cpu, stages, shares = (next(line for line in lines[lines.index(h) + 2:]
-                                if line.startswith("| 16 | 1 |")).split("|") for h in heads)
-    # tritonserver, stubs, server, client CPU per request; errors
-    assert all(float(cpu[i].replace(",", "")) > 0 for i in (5, 8, 11, 13)), cpu
-    assert cpu[14].strip() == "0", cpu
-    assert all(float(stages[i].replace(",", "")) > 0 for i in (4, 5, 7)), stages
-    assert int(shares[3].replace(",", "")) > 0, shares  # py-spy took samples
+    assert "- setup `h`: " in doc.read_text() and "0 µs" in doc.read_text()
+    for setup in ("g", "h"):
+        cpu, stages, shares = (next(line for line in lines[lines.index(h) + 2:]
+                                    if line.startswith(f"| 16 | 1 | {setup} |")).split("|")
+                               for h in (heads[0], heads[2], heads[3]))
+        # tritonserver, stubs, server, client CPU per request; errors
+        assert all(float(cpu[i].replace(",", "")) > 0 for i in (6, 9, 12, 14)), cpu
+        assert cpu[15].strip() == "0", cpu
+        assert all(float(stages[i].replace(",", "")) > 0 for i in (5, 6, 8)), stages
+        assert int(shares[4].replace(",", "")) > 0, shares  # py-spy took samples
+    ratio = next(line for line in lines[lines.index(heads[1]) + 2:]
+                 if line.startswith("| 16 | 1 | h |")).split("|")
+    assert float(ratio[4].split()[0]) > 0, ratio
     reference = next(line for line in lines if line.startswith("Reference:"))
     assert float(reference.split("16 candidates ")[1].split()[0].replace(",", "")) > 0

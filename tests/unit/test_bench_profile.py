@@ -8,7 +8,7 @@ from monitor.types import VersionSample
 from sentinel.bench import stacks
 from sentinel.bench.proc_cpu import (ProcStatError, cpu_seconds, parse_stat, per_request_us,
                                      stub_pids)
-from sentinel.bench.profile import profile_markdown, stage_deltas
+from sentinel.bench.profile import paired_ratios, profile_markdown, stage_deltas
 from sentinel.bench.results import Machine, ProfileCell, ProfileReport, ServeCell
 
 # Real lines' shape (proc(5)); the stub's comm is cut to 15 characters.
@@ -142,10 +142,76 @@ def test_profile_markdown_has_every_column_with_medians_and_ranges():
                                             seconds=1.0, rps=500.0, ips=128_000.0, p50_ms=2.0,
                                             p99_ms=3.0, client_cpu_us=190.0 + 10 * run, run=run)
                                             for run in range(3))))
-    row = next(line for line in md.splitlines() if line.startswith("| 256 | 1 | 1,000 |"))
-    assert row.split("|")[5:12] == [" 301 ", " 300–302 ", " 50 ", " 301 ", " 300–302 ", " 10 ",
+    row = next(line for line in md.splitlines() if line.startswith("| 256 | 1 | sentinel | 1,000 |"))
+    assert row.split("|")[6:13] == [" 301 ", " 300–302 ", " 50 ", " 301 ", " 300–302 ", " 10 ",
                                     " 602 "]
-    share_row = next(line for line in md.splitlines() if line.startswith("| 256 | 1 | 120 |"))
+    share_row = next(line for line in md.splitlines()
+                     if line.startswith("| 256 | 1 | sentinel | 120 |"))
     assert " 75.0 | " in share_row and share_row.endswith("| 20 |")
     assert "0.40/0.50/0.60" in md and "| 2.00 |" in md
-    assert "256 candidates 200 CPU µs/req (190–210)." in md
+    assert "256 candidates 200 CPU µs/req (190–210), p50 2.00 ms." in md
+    assert "against `" not in md  # one setup: no ratio table
+
+
+def _cell(setup: str, run: int, server_us: float, rps: float, p50_ms: float) -> ProfileCell:
+    stages = stage_deltas(VersionSample("ranker", "1", success=0, exec_count=0),
+                          VersionSample("ranker", "1", success=10, exec_count=5))
+    return ProfileCell(load=ServeCell(setup, 256, 8, requests=1000, errors=0, seconds=1.0,
+                                      rps=rps, ips=rps * 256, p50_ms=p50_ms, p99_ms=2 * p50_ms,
+                                      client_cpu_us=100.0, run=run),
+                       tritonserver_cpu_us=server_us / 2, stub_cpu_us=(server_us / 2,),
+                       stages=stages)
+
+
+def test_setups_side_by_side_with_run_by_run_ratios_against_the_first():
+    machine = Machine(date="2026-01-01T00:00:00+00:00", host="h", cpu="cpu", cores=2,
+                      memory_gib=8.0, os="Debian", python="3.11.7", packages=(),
+                      load_before=(0.1, 0.2, 0.3), load_after=(0.4, 0.5, 0.6))
+    # run 1 is slower for both setups (a busy neighbour): pairing by run keeps the ratio at 0.5
+    cells = tuple(c for run, k in ((0, 1.0), (1, 2.0), (2, 1.0))
+                  for c in (_cell("before", run, 800.0 * k, 1000.0 / k, 3.0 * k),
+                            _cell("shipped", run, 400.0 * k, 1500.0 / k, 2.4 * k)))
+    report = ProfileReport(machine=machine, command="sentinel bench profile", duration_s=1.0,
+                           cells=cells, setups=(("before", "gRPC, 200 µs"),
+                                                ("shipped", "HTTP, 0 µs")))
+    assert paired_ratios(report, 256, 8, "shipped", "before", lambda c: c.server_cpu_us) == \
+        [0.5, 0.5, 0.5]
+    md = profile_markdown(report)
+    assert "- setup `before`: gRPC, 200 µs" in md and "- setup `shipped`: HTTP, 0 µs" in md
+    ratio_row = next(line for line in md.splitlines()
+                     if line.startswith("| 256 | 8 | shipped | 0.50"))
+    # server CPU, tritonserver, stubs, client, requests/s, p50
+    assert ratio_row.split("|")[4:10] == [" 0.50 [0.50–0.50] ", " 0.50 [0.50–0.50] ",
+                                          " 0.50 [0.50–0.50] ", " 1.00 [1.00–1.00] ",
+                                          " 1.50 [1.50–1.50] ", " 0.80 [0.80–0.80] "]
+    assert not any(line.startswith("| 256 | 8 | before | 1.00") for line in md.splitlines())
+
+
+def test_setups_parse_and_refuse_what_they_cannot_serve(tmp_path):
+    from sentinel.bench.setups import (BEFORE, SetupError, effective, parse_setup, parse_setups,
+                                       repository_for)
+    from sentinel.triton_config import read_pbtxt
+    assert parse_setup("before:protocol=grpc,queue_delay_us=200,instances=2") == BEFORE
+    assert [s.name for s in parse_setups("a|b:protocol=grpc")] == ["a", "b"]
+    for bad, why in (("a:protocol=udp", "protocol"), ("a:delay=1", "unknown setting"),
+                     ("a:instances=0", "instances"), ("a:instances=two", "bad value"),
+                     ("a|a", "must differ"), ("a:queue_delay_us", "key=value"), ("", "at least")):
+        with pytest.raises(SetupError, match=why):
+            parse_setups(bad)
+    assert effective(BEFORE, {"instances": 1, "queue_delay_us": 0, "max_batch_size": 32}) == \
+        {"instances": 2, "queue_delay_us": 200, "max_batch_size": 32}
+    # a setup that edits the batching settings serves a copy; the published config is untouched
+    from build_scripts.serving_config import model_config
+    from build_scripts.specs import RANKER
+    from sentinel.triton_config import to_pbtxt
+    (tmp_path / "repo" / "ranker" / "1").mkdir(parents=True)
+    (tmp_path / "repo" / "ranker" / "config.pbtxt").write_text(
+        to_pbtxt(model_config("ranker", RANKER.serving)))
+    copy = repository_for(BEFORE, tmp_path / "repo", tmp_path / "work")
+    edited = read_pbtxt(copy / "ranker" / "config.pbtxt")
+    assert edited.dynamic_batching.max_queue_delay_microseconds == 200
+    assert read_pbtxt(tmp_path / "repo" / "ranker" / "config.pbtxt") == \
+        model_config("ranker", RANKER.serving)
+    assert (copy / "ranker" / "1").is_dir()
+    assert repository_for(parse_setup("plain"), tmp_path / "repo", tmp_path / "w2") == \
+        tmp_path / "repo"

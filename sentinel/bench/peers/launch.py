@@ -134,4 +134,5 @@ class PyTritonPeer(_Peer):
     def describe(self) -> str:
         return (f"PyTriton 0.7.0 (Triton 2.51), {self.instances} callables (instances), "
                 f"max_batch_size {self.max_batch_size}, dynamic batching "
-                f"{self.queue_delay_us} µs, same RankerService (1 intra-op thread), gRPC")
+                f"{self.queue_delay_us} µs, same RankerService (1 intra-op thread), HTTP/1.1 with binary "
+                f"tensors")

@@ -43,6 +43,7 @@ def tiny_job(budget: dict[str, float]) -> BuildJob:
                     cases={"real[0]": batch(1), "random[0]": batch(4, n=3, t=5)},
                     evaluate=evaluate, derived_files=derived_files,
                     golden=lambda predict, files: [], bench_inputs=batch(5, n=1, t=8),
+                    calibration=[batch(13, n=8)],
                     compressors={"pruned": pruned})
 
 
@@ -75,3 +76,15 @@ def test_an_unknown_compression_is_refused_before_anything_is_built(tmp_path):
     with pytest.raises(BuildError, match="no accuracy budget for pruned .*nothing to judge"):
         run_pipeline(tiny_job({"int8": 1.0}), tmp_path, "fp32", compression="pruned")
     assert versions(tmp_path / "search") == []
+
+
+def test_the_compression_bench_has_rows_for_the_pruned_model_alone_and_with_int8(tmp_path):
+    from sentinel.bench.compression import measure, render
+    budget = {"fp16": 0.01, "int8": 0.05, "pruned": 0.2, "pruned+int8": 0.2}
+    rows = measure(tiny_job(budget), tmp_path, rounds=1)
+    by = {r.variant: r for r in rows}
+    assert list(by) == ["fp32", "fp16", "int8", "int8 (static QDQ)", "pruned", "pruned + int8"]
+    assert by["pruned"].report.variant == "pruned" and by["pruned"].report.budget == 0.2
+    assert by["pruned + int8"].method == "pruned-2of4-heads-8of32-ffn + int8-dynamic-per-channel"
+    assert by["pruned"].report.delta < 0 and by["pruned"].report.size_bytes < by["fp32"].report.size_bytes
+    assert "| search | pruned + int8 | pruned-2of4-heads-8of32-ffn + int8" in render(rows, "")

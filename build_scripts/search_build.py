@@ -4,7 +4,8 @@ is published and shipped with it, so queries and items are always encoded by the
 BM25 index (SQLite FTS5) is built here too, the fusion is tuned on tuning queries with that
 artefact's embeddings, and every method is measured on evaluation queries; the version is
 published only if hybrid passes the publish rule (search_eval.Evaluation.failures): not measurably
-below the best baseline on any query set, and above every baseline over the sets."""
+below the best baseline on any query set, and above every baseline over the sets. The job's
+compressors make the smaller encoders (search_compress) a build may publish instead."""
 from __future__ import annotations
 
 import shutil
@@ -160,9 +161,8 @@ def search_job(workdir: Path, spec: ModelSpec = SEARCH, model_dir: Path | None =
 
     @lru_cache(maxsize=1)
     def students_corpus():  # never an evaluation query: students learn from tuning queries only
-        from build_scripts.search_compress import corpus
-        tuning = [t for q in sets.values() for t, tune in zip(q.texts, q.tuning) if tune]
-        return corpus(encoder, tokenizer, texts, tuning)
+        from build_scripts.search_compress import corpus, training_texts
+        return corpus(encoder, tokenizer, training_texts(texts, sets))
 
     def compressor(name: str):
         def make(progress):

@@ -6,7 +6,7 @@ like any variant (compress.judge, against the FP32 teacher)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -14,6 +14,7 @@ import torch
 from build_scripts import distill, prune
 from build_scripts.compress import Compressed
 from build_scripts.pipeline import Progress
+from build_scripts.search_queries import QuerySet
 from python_backend.search_service import encode, tokenise
 
 # Choices measured on this catalogue (docs/models.md, "Pruning and distillation").
@@ -31,9 +32,15 @@ class Corpus:
     targets: np.ndarray
 
 
-def corpus(teacher: torch.nn.Module, tokenizer, catalogue: Sequence[str],
-           tuning_queries: Sequence[str]) -> Corpus:
-    texts = tuple(dict.fromkeys([*catalogue, *tuning_queries]))  # de-duplicated, order kept
+def training_texts(catalogue: Sequence[str], sets: Mapping[str, QuerySet]) -> tuple[str, ...]:
+    """The catalogue texts and every set's tuning queries, de-duplicated in order."""
+    tuning = [t for q in sets.values() for t, tune in zip(q.texts, q.tuning) if tune]
+    return tuple(dict.fromkeys([*catalogue, *tuning]))
+
+
+def corpus(teacher: torch.nn.Module, tokenizer, texts: Sequence[str]) -> Corpus:
+    texts = tuple(texts)
+
     def predict(inputs):
         with torch.no_grad():
             out = teacher(torch.from_numpy(inputs["input_ids"]), torch.from_numpy(inputs["attention_mask"]))

@@ -145,3 +145,19 @@ def test_variant_names_key_the_budgets():
     assert variant_name("int8") == "int8"
     assert variant_name("fp32", "distilled") == "distilled"
     assert variant_name("int8", "pruned") == "pruned+int8"
+
+
+def test_search_students_learn_from_catalogue_texts_and_tuning_queries_only():
+    from build_scripts import movielens
+    from build_scripts.search_compress import training_texts
+    from build_scripts.search_model import catalogue_text
+    from build_scripts.search_queries import query_sets
+    catalogue = movielens.load_catalogue()
+    cat = catalogue_text(catalogue)
+    sets = query_sets(catalogue, cat.years)
+    texts = training_texts(cat.texts, sets)
+    tuning = {t for q in sets.values() for t, tune in zip(q.texts, q.tuning) if tune}
+    evaluation = {t for q in sets.values() for t, tune in zip(q.texts, q.tuning) if not tune}
+    assert set(texts) == set(cat.texts) | tuning and len(texts) == len(set(texts))
+    assert not (set(texts) & (evaluation - tuning - set(cat.texts)))
+    assert len(evaluation - tuning - set(cat.texts)) > 400  # the held-out queries exist

@@ -9,11 +9,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from build_scripts.specs import CompressionSpec
 

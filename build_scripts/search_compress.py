@@ -13,8 +13,9 @@ import torch
 
 from build_scripts import distill, prune
 from build_scripts.compress import Compressed
-from build_scripts.pipeline import Progress
+from build_scripts.pipeline import Progress, torch_predict
 from build_scripts.search_queries import QuerySet
+from build_scripts.specs import SEARCH
 from python_backend.search_service import encode, tokenise
 
 # Choices measured on this catalogue (docs/models.md, "Pruning and distillation").
@@ -40,12 +41,7 @@ def training_texts(catalogue: Sequence[str], sets: Mapping[str, QuerySet]) -> tu
 
 def corpus(teacher: torch.nn.Module, tokenizer, texts: Sequence[str]) -> Corpus:
     texts = tuple(texts)
-
-    def predict(inputs):
-        with torch.no_grad():
-            out = teacher(torch.from_numpy(inputs["input_ids"]), torch.from_numpy(inputs["attention_mask"]))
-        return {"embedding": out.numpy()}
-    return Corpus(texts, encode(predict, tokenizer, list(texts)))
+    return Corpus(texts, encode(torch_predict(teacher, SEARCH.export), tokenizer, list(texts)))
 
 
 def pruned(teacher: torch.nn.Module, tokenizer, data: Corpus, cfg: prune.PruneConfig = PRUNED,

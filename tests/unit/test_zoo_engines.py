@@ -147,6 +147,11 @@ def test_cli_knows_the_zoo_precisions_and_the_compression_bench():
         build_parser().parse_args(["build", "ranker", "--precision", "int4"])
     bench = build_parser().parse_args(["bench", "compression", "--model", "ranker", "--quick"])
     assert bench.model == ["ranker"] and bench.quick
+    args = build_parser().parse_args(["build", "search", "--compress", "distilled", "--precision", "int8"])
+    assert (args.compress, args.precision) == ("distilled", "int8")
+    assert build_parser().parse_args(["build", "search"]).compress is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["build", "search", "--compress", "sparse"])
 
 
 @pytest.mark.gpu

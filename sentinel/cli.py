@@ -27,7 +27,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         return 2
     try:
         published = build(args.model, Path(args.repository), precision=args.precision,
-                          progress=_say, fault=args.fault)
+                          progress=_say, fault=args.fault, compression=args.compress)
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -421,6 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="publish a reduced-precision variant: built from FP32, published only if "
                         "its accuracy loss is within the model's budget; its manifest records the "
                         "accuracy change and the measured speed-up")
+    b.add_argument("--compress", default=None, choices=["pruned", "distilled"],
+                   help="search only: publish a smaller encoder made from the 6-layer MiniLM "
+                        "(pruned = fewer attention heads and FFN units; distilled = fewer layers), "
+                        "each fitted to the original's embeddings on catalogue texts and tuning "
+                        "queries; with --precision on top; published only within the same "
+                        "accuracy budget, its Δ and speed-up in the manifest")
     b.add_argument("--repository", default=str(DEFAULT_REPOSITORY), help="model repository (default: %(default)s)")
     b.add_argument("--fault", default=None,
                    choices=["errors", "latency", "nan", "constant", "shift", "crash", "load_failure",
@@ -548,8 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
             bench_commands.configure(name, bsub.add_parser(name, help=text))
     if detect_cli is None:  # `bench compression` needs neither the monitor nor its detector
         bsub = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
-    bc = bsub.add_parser("compression", help="FP32/FP16/INT8 of every model: accuracy, Δ, latency "
-                                             "and speed-up measured side by side, as a Markdown table")
+    bc = bsub.add_parser("compression", help="FP32/FP16/INT8 of every model, and search's pruned and "
+                                             "distilled encoders (alone and + INT8): accuracy, Δ, "
+                                             "latency and speed-up measured side by side, as a "
+                                             "Markdown table")
     bc.add_argument("--model", action="append", choices=["ranker", "seqrec", "search"],
                     help="only this model (repeatable; default: all three)")
     bc.add_argument("--out", default=str(ROOT / "docs" / "compression.md"),

@@ -188,7 +188,9 @@ def test_cli_builds_the_pipeline_and_refuses_what_it_cannot_build(private_repo, 
     assert main(["build", "movies", "--repository", str(private_repo)]) == 2
     assert main(["build", "search", "--fault", "nan", "--repository", str(private_repo)]) == 1
     assert main(["build", "recommend", "--precision", "int8", "--repository", str(private_repo)]) == 1
+    assert main(["build", "ranker", "--compress", "pruned", "--repository", str(private_repo)]) == 1
     err = capsys.readouterr().err
+    assert "--compress (pruned, distilled) is only implemented for search" in err
     assert "buildable: ranker, seqrec, search, recommend" in err and "only implemented for the ranker" in err
     assert "no model of its own" in err
     with pytest.raises(BuildError, match="build seqrec"):

@@ -108,6 +108,23 @@ def test_judge_accepts_within_budget_and_refuses_beyond_it_or_nan():
         compress.judge("fp16", spec, {"auc": 0.8}, {"auc": 0.8}, {**lat, "fp16": _lat(1)}, 1, 1)
 
 
+def test_a_compressed_variant_is_judged_under_its_own_budget_and_records_watched_deltas():
+    spec = CompressionSpec(metric="hyb", budget={"int8": 0.02, "distilled+int8": 0.01},
+                           watch=("dense", "missing"))
+    lat = {"fp32": _lat(4.0), "distilled+int8": _lat(0.5)}
+    base = {"hyb": 0.98, "dense": 0.62}
+    r = compress.judge("int8", spec, base, {"hyb": 0.975, "dense": 0.58}, lat, 10, 90,
+                       compression="distilled", structure="distilled-3of6-layers")
+    assert r.accepted and r.variant == "distilled+int8" and r.budget == 0.01 and r.speedup == 8.0
+    assert r.method == "distilled-3of6-layers + int8-dynamic" and r.compression == "distilled"
+    assert r.watched == {"dense": {"fp32": 0.62, "value": 0.58, "delta": pytest.approx(-0.04)}}
+    # the int8 budget (0.02) does not apply to the distilled student
+    assert not compress.judge("int8", spec, base, {"hyb": 0.965, "dense": 0.62}, lat, 10, 90,
+                              compression="distilled").accepted
+    with pytest.raises(compress.CompressionError, match="no accuracy budget for pruned"):
+        compress.judge("fp32", spec, base, base, {**lat, "pruned": _lat(1)}, 1, 1, compression="pruned")
+
+
 def test_side_by_side_interleaves_and_counts_runs():
     order = []
     runs = {name: (lambda n: lambda _inputs: order.append(n))(name) for name in ("a", "b")}
@@ -130,6 +147,11 @@ def test_cli_knows_the_zoo_precisions_and_the_compression_bench():
         build_parser().parse_args(["build", "ranker", "--precision", "int4"])
     bench = build_parser().parse_args(["bench", "compression", "--model", "ranker", "--quick"])
     assert bench.model == ["ranker"] and bench.quick
+    args = build_parser().parse_args(["build", "search", "--compress", "distilled", "--precision", "int8"])
+    assert (args.compress, args.precision) == ("distilled", "int8")
+    assert build_parser().parse_args(["build", "search"]).compress is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["build", "search", "--compress", "sparse"])
 
 
 @pytest.mark.gpu

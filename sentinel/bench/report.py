@@ -131,7 +131,7 @@ def headline_markdown(r: ServeReport, candidates: int = 256) -> str:
              f"requests of one user × {candidates} candidates, medians of {repeats} interleaved "
              f"runs, inferences/s (ranges and the 1-candidate case in docs/benchmarks.md):", "",
              f"| {candidates} candidates / request, inferences/s | "
-             + " | ".join(f"{c} clients" for c in concs) + " |",
+             + " | ".join(f"{c} client{'s' if c != 1 else ''}" for c in concs) + " |",
              "|---|" + "---:|" * len(concs)]
     for t in ("in-process", "sentinel", "pytriton", "flask"):
         row = [r.cell(t, candidates, c) for c in concs]

@@ -386,9 +386,14 @@ class Poller:
         if judged.promote is not None and judged.promote != canary_of \
                 and not (self.policy.freeze or busy_frozen):
             version, baseline = judged.promote, judged.promote_baseline
+            # The mark records what was observed of that version, so a write made meanwhile (an
+            # operator's deploy right after it turned good) does not make it untrue: it is applied
+            # to the newer state unless that state rejected the version.
             if self._write(model, lambda s: ds.mark_known_good(s, version, now, self.actor,
                                                              baseline)
-                           if s is not None else None, f"mark version {version} known good"):
+                           if s is not None else None, f"mark version {version} known good",
+                           still_true=lambda s: s is not None and version not in
+                           {r.version for r in s.rejected}):
                 self._record(Event(now, model, version, "known_good",
                                    reason=f"version {version} is now the last known good",
                                    evidence={"baseline": baseline}))
@@ -455,9 +460,12 @@ class Poller:
                                    summary=f"{model}: quality fell with no version to blame",
                                    description=f"{reason} ({outcome.detail})"))
 
-    def _write(self, model: str, change, what: str) -> bool:
+    def _write(self, model: str, change, what: str,
+               still_true: Callable[[ds.DesiredState | None], bool] | None = None) -> bool:
         """Apply a transition to the model's desired state (file I/O, no lock); False on failure,
-        which is recorded and alerted: a decision that cannot be made durable is not carried out."""
+        which is recorded and alerted: a decision that cannot be made durable is not carried out.
+        `still_true(newer state)`: after a conflict, whether the change holds on the newer state
+        as well (then it is applied to that one, once) instead of being judged again."""
         if self.desired_store is None:
             return True
         with self.lock:
@@ -469,10 +477,17 @@ class Poller:
         try:
             state = self.desired_store.update(model, change, expected_generation=expected)
         except ds.StaleGeneration as exc:
+            newer = self._refresh_desired(model)
+            with self.lock:
+                readable = self.runtime(model).desired_error is None
+            if still_true is not None and readable and still_true(newer):
+                written = self._write(model, change, what)
+                if written:
+                    self._refresh_desired(model)  # the known-good view follows the written state
+                return written
             self._record(Event(self.clock(), model, None, "desired_conflict", outcome="not written",
                                actor=self.actor, reason=f"did not {what}: {exc.problem}; judged "
                                                         "again on the newer state"))
-            self._refresh_desired(model)
             return False
         except ds.DesiredStateError as exc:
             reason = f"could not {what}: {exc}"

@@ -369,6 +369,24 @@ def test_two_holders_cannot_write_conflicting_decisions(repository):
     b.close()
 
 
+def test_a_known_good_mark_lands_on_a_deploy_written_meanwhile(repository):
+    # v2 served healthy long enough; in the same moment an operator deploys v3 (generation 4).
+    # That v2 was healthy is still true, so the mark goes onto the newer state instead of being
+    # dropped: v2 no longer serves and would never be judged again, leaving v3 nothing to roll
+    # back to (a full test run lost its rollback this way).
+    p = poller(repository, _Held("replica-0"))
+    p.cycle()
+    ds.DesiredStateStore(repository).update("ranker", lambda s: ds.deploy(s, "3", 11.0, "op"))
+    p._carry_out("ranker", promote_2())
+    state = ds.DesiredStateStore(repository).read("ranker")
+    assert state.generation == 5 and state.version == "3" and state.is_known_good("2")
+    assert state.last_known_good.version == "2"
+    assert not [e for e in p.events if e.kind == "desired_conflict"]
+    assert [e.version for e in p.events if e.kind == "known_good"] == ["2"]
+    assert p.models["ranker"].known.known_good == "2"  # the rollback target the poller uses
+    p.close()
+
+
 def test_a_decision_deferred_while_following_is_recorded_once_more_when_acted_on(repository):
     lease = _NotHeld("replica-1")
     p = poller(repository, lease)

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from build_scripts import movielens
 from build_scripts.compress import COMPRESSIONS
-from build_scripts.pipeline import BuildError, BuildJob, Predict, PredictRunner, source
+from build_scripts.pipeline import (BuildError, BuildJob, Predict, PredictRunner, source,
+                                   torch_predict)
 from build_scripts.search_eval import (BASELINES, Evaluation, SetScores, evaluate, jaccard_scores,
                                       lexical_matrices)
-from build_scripts.search_model import MeanPooledEncoder, catalogue_text, load_encoder, minilm_dir
+from build_scripts.search_model import catalogue_text, load_encoder, minilm_dir
 from build_scripts.search_queries import query_sets
 from build_scripts.specs import SEARCH, ModelSpec
 from python_backend.fusion import FUSION
@@ -46,14 +46,6 @@ class BelowBaseline(BuildError):
         self.evaluation = evaluation
         super().__init__("search hybrid fails the publish rule, refusing to publish: "
                          + "; ".join(evaluation.failures()))
-
-
-def torch_predict(model: MeanPooledEncoder) -> Predict:
-    def predict(inputs):
-        with torch.no_grad():
-            out = model(torch.from_numpy(inputs["input_ids"]), torch.from_numpy(inputs["attention_mask"]))
-        return {"embedding": out.numpy()}
-    return predict
 
 
 def parity_cases(tokenizer, texts: list[str], seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
@@ -98,7 +90,7 @@ def search_job(workdir: Path, spec: ModelSpec = SEARCH, model_dir: Path | None =
     ids, texts = cat.item_ids, list(cat.texts)
     sets = query_sets(catalogue, cat.years)
     cases = parity_cases(tokenizer, texts)
-    reference = torch_predict(encoder)
+    reference = torch_predict(encoder, spec.export)
     index_path = build_index(workdir / LEXICAL_INDEX, ids, cat.titles, cat.texts)
     index = LexicalIndex(index_path, ids)
     # artefact-independent parts of every query set's scores, computed once per build

@@ -21,7 +21,7 @@ from typing import Callable
 from sentinel.bench import clients, proc_cpu, stacks
 from sentinel.bench.driver import measure
 from sentinel.bench.environment import describe_machine, finished
-from sentinel.bench.report import _f, _median, _spread, machine_lines
+from sentinel.bench.report import _f, _median, _median_with_spread, _spread, machine_lines
 from sentinel.bench.results import ProfileCell, ProfileReport, ServerStages
 from sentinel.bench.serve import (BenchError, check_budget, _command_line, _serving_settings, _version_dir,
                                   _wait_model_ready, ranker_repository, ranker_server_options,
@@ -332,11 +332,6 @@ def paired_ratios(r: ProfileReport, cand: int, conc: int, num: str, den: str,
             if (b := den_runs.get(a.load.run)) is not None and value(b)]
 
 
-def _ratio_cell(values: list[float]) -> str:
-    spread = _spread(values, 2)
-    return _f(_median(values), 2) + (f" [{spread}]" if spread != "–" else "")
-
-
 def profile_markdown(r: ProfileReport) -> str:
     repeats = max((c.load.run for c in r.cells), default=0) + 1
     points = _points(r)
@@ -382,7 +377,7 @@ def profile_markdown(r: ProfileReport) -> str:
                     lambda c: c.load.rps, lambda c: c.load.p50_ms)]
                 if cols[0]:
                     lines.append(f"| {cand} | {conc} | {name} | "
-                                 + " | ".join(_ratio_cell(v) for v in cols) + " |")
+                                 + " | ".join(_median_with_spread(v) for v in cols) + " |")
     if r.reference:
         lines += ["", "Reference: the same `RankerService` (validation, encoding, ONNX Runtime, 1 "
                   "intra-op thread) called in this process, 1 client, interleaved with the cells: "

@@ -16,7 +16,8 @@ Triton's cumulative counters, summed over the group's replicas). Three checks, e
   spike that slows both groups cancels; a one-sided t-test that the mean log ratio exceeds
   log(1 + `latency_margin`);
 - **scores**: the two score histograms differ (chi-square test of homogeneity) with a population
-  stability index ≥ `min_psi` (monitor.drift.compare).
+  stability index ≥ `min_psi` (monitor.drift.compare), each request counted once (`per_request`:
+  the scores of one request are not independent draws), from 200 requests per group on.
 
 **False alarms.** A canary is looked at once per completed bin, and a healthy canary must not be
 aborted by noise at any look: the family-wise false-abort rate `false_alarm_rate` is split evenly
@@ -278,14 +279,39 @@ def latency_check(bins: list[Bin], margin: float, alpha: float, min_bin: int) ->
     return Check("latency", p < alpha, t, p, detail)
 
 
+# Requests (not sampled scores) in each group before the score distributions are compared.
+MIN_SCORE_REQUESTS = 200
+
+
+def per_request(group: Counts) -> np.ndarray:
+    """The group's score histogram weighted so that each successful request counts once.
+
+    The scores of one request belong to one user or query and move together (a user the model
+    likes gets high scores for all 256 candidates), so the chi-square test's samples are independent
+    across requests, not across the scores within one. Counted per score, 13 requests of 64 sampled
+    scores each looked like 832 independent draws and a healthy canary was aborted on p = 0.0
+    (a full-suite run of test_fleet). Scaling the histogram to the request count keeps its shape
+    (PSI is unchanged) and gives the test the evidence there really is, at most: conservative when
+    the scores of a request are in fact independent, which costs a real shift only a few more
+    seconds of traffic. Fewer sampled scores than requests (sampling is capped per flush under
+    load) are left as they are."""
+    counts = np.asarray(group.scores, float)
+    sampled = counts.sum()
+    if sampled > group.success:
+        counts = counts * (group.success / sampled)
+    return counts
+
+
 def score_check(canary: Counts, fleet: Counts, model: str, version: str, against: str,
                 min_psi: float, alpha: float, fails: bool) -> Check:
     if not canary.scores or not fleet.scores or canary.bounds != fleet.bounds:
         return Check("scores", False, None, None, "no score histograms on both sides")
-    found = compare(model, version, np.array(canary.scores), np.array(fleet.scores), against,
-                    canary.bounds, DriftConfig(min_samples=200, max_p_value=alpha, min_psi=min_psi))
+    found = compare(model, version, per_request(canary), per_request(fleet), against,
+                    canary.bounds, DriftConfig(min_samples=MIN_SCORE_REQUESTS, max_p_value=alpha,
+                                               min_psi=min_psi))
     if found is None:
-        return Check("scores", False, None, None, "too few sampled scores to compare")
+        return Check("scores", False, None, None,
+                     f"fewer than {MIN_SCORE_REQUESTS} requests with sampled scores in a group")
     detail = (f"score distribution PSI {found.psi:.3f} (mean {found.mean:.3f} vs "
               f"{found.reference_mean:.3f})" + ("" if fails or not found.drifted
                                                  else "; shifted, reported only"))

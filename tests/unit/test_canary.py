@@ -111,6 +111,53 @@ def test_a_moved_score_distribution_fails_unless_the_policy_only_reports_it():
     assert "shifted, reported only" in reported[-1].checks[2].detail
 
 
+def user_scores(rng, requests: int, per_request: int = 64) -> np.ndarray:
+    """Like the ranker's: one user per request, and all of a request's scores move with the user
+    (a per-request offset), so the scores within a request are not independent draws."""
+    offsets = rng.normal(0.5, 0.15, requests)
+    return np.clip(offsets[:, None] + rng.normal(0, 0.05, (requests, per_request)), 0, 1).ravel()
+
+
+def test_a_healthy_canary_with_few_requests_is_not_aborted_on_correlated_scores():
+    """Same model on both sides, 64 sampled scores per request. Early on the canary has served 13
+    requests: their 832 scores are 13 users, not 832 draws, and a test that counted them as
+    draws read 13 users' offsets as a moved distribution (seen in test_fleet). Judged per request,
+    it keeps running; with hundreds of requests it passes, and a really moved model still fails."""
+    rng = np.random.default_rng(3)
+    policy = CanaryPolicy(duration_s=10, max_duration_s=60, min_requests=200)
+    aborted = 0
+    for trial in range(50):
+        c, f = Counter(version="2"), Counter(version="1")
+        tally = Tally("ranker", "2", "1", policy.look_every_s)
+        tally.add({"prometheus": scrape(0.0, c, f)}, 0.0)
+        c.serve(13, scores=user_scores(rng, 13))
+        f.serve(227, scores=user_scores(rng, 227))
+        tally.add({"prometheus": scrape(5.0, c, f)}, 5.0)
+        early = judge(tally, policy, 5.0)
+        aborted += early.outcome == "fail"
+    assert aborted == 0, f"{aborted} of 50 healthy canaries aborted on 13 requests"
+    assert "fewer than 200 requests" in early.checks[2].detail
+
+    def canary(shift: float) -> list:
+        c, f = Counter(version="2"), Counter(version="1")
+        tally = Tally("ranker", "2", "1", policy.look_every_s)
+        tally.add({"prometheus": scrape(0.0, c, f)}, 0.0)
+        verdicts = []
+        for t in range(5, 61, 5):
+            c.serve(60, scores=np.clip(user_scores(rng, 60) + shift, 0, 1))
+            f.serve(120, scores=user_scores(rng, 120))
+            tally.add({"prometheus": scrape(float(t), c, f)}, float(t))
+            verdicts.append(judge(tally, policy, float(t)))
+            if verdicts[-1].outcome != "running":
+                break
+        return verdicts
+
+    healthy = canary(0.0)
+    assert healthy[-1].outcome == "pass", healthy[-1].reason
+    moved = canary(0.3)
+    assert moved[-1].outcome == "fail" and "PSI" in moved[-1].reason, moved[-1].reason
+
+
 def test_healthy_canaries_are_aborted_no_more_often_than_the_stated_false_alarm_rate():
     """400 healthy canaries with 1 % errors on both groups and noisy latency, every look taken,
     with no margins (the checks are pure significance tests): the stated family-wise rate is 5 %,

@@ -12,12 +12,14 @@ Known-item queries of one item (typo and partial) fall on the same side of the s
 evaluation item was seen while tuning."""
 from __future__ import annotations
 
+import collections
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from build_scripts.movielens import GENRES, Catalogue
+from python_backend.lexical import normalise
 
 SEED = 20240518
 TUNING_SHARE = 0.4
@@ -77,10 +79,15 @@ class QuerySet:
     texts: tuple[str, ...]
     relevant: tuple[np.ndarray, ...]  # int64 item ids relevant to each query
     tuning: np.ndarray                # bool per query: True = tuning, False = evaluation
+    # known-item sets made from a title alone: per query, how many catalogue items have that title
+    # (remakes, MovieLens' duplicate entries); the query cannot tell them apart
+    twins: np.ndarray | None = None
 
     def __post_init__(self):
         if not len(self.texts) == len(self.relevant) == len(self.tuning):
             raise ValueError(f"query set {self.name}: texts, relevant and split differ in length")
+        if self.twins is not None and len(self.twins) != len(self.texts):
+            raise ValueError(f"query set {self.name}: texts and twins differ in length")
 
     @property
     def known_item(self) -> bool:
@@ -89,7 +96,8 @@ class QuerySet:
     def split(self, tuning: bool) -> "QuerySet":
         keep = np.flatnonzero(self.tuning == tuning)
         return QuerySet(self.name, tuple(self.texts[i] for i in keep),
-                        tuple(self.relevant[i] for i in keep), self.tuning[keep])
+                        tuple(self.relevant[i] for i in keep), self.tuning[keep],
+                        None if self.twins is None else self.twins[keep])
 
 
 def natural_title(title: str) -> str:
@@ -167,6 +175,7 @@ def query_sets(c: Catalogue, years: np.ndarray, seed: int = SEED) -> dict[str, Q
     item_tuning = _item_split(c.n_items, rng)
     ids = np.arange(1, c.n_items + 1, dtype=np.int64)
     titles = {int(i): natural_title(c.item_title[i]) for i in ids}
+    same_title = collections.Counter(normalise(t) for t in titles.values())
     out = {}
     for name, make in (("typo_title", typed_title), ("partial_title", partial_title)):
         texts, rel = [], []
@@ -176,7 +185,8 @@ def query_sets(c: Catalogue, years: np.ndarray, seed: int = SEED) -> dict[str, Q
                 texts.append(q)
                 rel.append(np.array([i], np.int64))
         out[name] = QuerySet(name, tuple(texts), tuple(rel),
-                             np.array([item_tuning[r[0]] for r in rel], bool))
+                             np.array([item_tuning[r[0]] for r in rel], bool),
+                             np.array([same_title[normalise(titles[int(r[0])])] for r in rel]))
     out["year_genre"] = _year_genre(c, years, rng)
     out["genre_description"] = _genre_descriptions(c)
     return out

@@ -5,8 +5,12 @@ import numpy as np
 import pytest
 
 from build_scripts.search_eval import (Evaluation, LexicalMatrices, Margin, MethodResult, SetScores,
-                                       bootstrap_ci, evaluate, jaccard_scores, per_query)
-from build_scripts.search_queries import TYPO_KINDS, QuerySet, partial_title, typed_title, typo
+                                       bootstrap_ci, evaluate, jaccard_scores, known_item_ceiling,
+                                       per_query)
+from build_scripts import movielens
+from build_scripts.search_model import release_years
+from build_scripts.search_queries import (KNOWN_ITEM, TYPO_KINDS, QuerySet, natural_title,
+                                          partial_title, query_sets, typed_title, typo)
 from python_backend.fusion import KINDS, FusionFileError, FusionParams, features, fuse, rank_scores, route
 from python_backend.lexical import (Fts5Scores, LexicalIndex, LexicalScores, build_index, has_year,
                                     normalise, trigrams, words)
@@ -188,6 +192,30 @@ def test_known_item_metrics_count_ties_at_their_expected_rank():
     scores = np.array([[0.9, 0.1, 0.1], [0.5, 0.5, 0.5]])
     ndcg, recall = per_query(scores, qs, np.array([1, 2, 3]))
     assert ndcg[0] == 1.0 and ndcg[1] == pytest.approx(1 / np.log2(3)) and recall.tolist() == [1, 1]
+
+
+def test_the_ceiling_of_a_title_set_is_the_fair_draw_among_items_sharing_the_title():
+    """One query in four has a twin (two items, one title): at best it is first half the time."""
+    qs = QuerySet("t", ("a", "b", "c", "d"), tuple(np.array([i]) for i in range(1, 5)),
+                  np.zeros(4, bool), np.array([1, 1, 1, 2]))
+    assert known_item_ceiling(qs) == pytest.approx((3 + (1 + 1 / np.log2(3)) / 2) / 4)
+    three = QuerySet("t", ("a",), (np.array([1]),), np.zeros(1, bool), np.array([3]))
+    assert known_item_ceiling(three) == pytest.approx((1 + 1 / np.log2(3) + 0.5) / 3)
+    assert known_item_ceiling(QuerySet("g", ("q",), (np.array([2, 3]),), np.zeros(1, bool))) is None
+    assert known_item_ceiling(qs.split(False)) == known_item_ceiling(qs)  # twins follow the split
+
+
+def test_the_generated_title_sets_know_their_twins():
+    """MovieLens lists some films twice and has remakes under one title: the sets count them."""
+    c = movielens.load_catalogue()
+    sets = query_sets(c, release_years(c))
+    for name in KNOWN_ITEM:
+        twins = sets[name].twins
+        assert twins is not None and twins.min() == 1 and (twins > 1).sum() > 10
+        i = int(np.argmax(twins))
+        target = normalise(natural_title(c.item_title[int(sets[name].relevant[i][0])]))
+        assert sum(normalise(natural_title(t)) == target for t in c.item_title[1:]) == twins[i]
+    assert sets["year_genre"].twins is None
 
 
 def test_multi_relevant_metrics_are_ndcg_and_capped_recall():

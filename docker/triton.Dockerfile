@@ -26,7 +26,7 @@ RUN python3 -m pip install --no-cache-dir -r /tmp/triton-stub.txt "tensorrt-cu12
 # site-packages puts /opt/sentinel on its sys.path.
 COPY python_backend/ /opt/sentinel/python_backend/
 RUN echo /opt/sentinel > "$(python3 -c 'import site; print(site.getsitepackages()[0])')/sentinel.pth" \
-    && python3 -c "import python_backend.ranker_service"
+    && python3 -c "import python_backend.ranker_service, python_backend.seqrec_service, python_backend.search_service, python_backend.recommend_service, tokenizers"
 
 COPY --chown=1000:1000 model_repository/ /models/
 COPY --chmod=0755 docker/triton/entrypoint.sh /opt/sentinel/bin/triton-entrypoint

@@ -17,6 +17,7 @@ from python_backend.lexical import LEXICAL_INDEX, LexicalIndex, LexicalScores
 from python_backend.errors import InvalidRequest
 from python_backend.runners import Runner, RunnerOptions, select_runner
 from python_backend.seqrec_service import parse_k
+from python_backend.tokeniser import Tokeniser
 from python_backend.topk import top_k
 
 # sentence-transformers' all-MiniLM-L6-v2 truncates at 256 tokens (its sentence_bert_config.json);
@@ -34,17 +35,14 @@ class SearchRequest:
     mode: str = DEFAULT_MODE
 
 
-def load_tokenizer(directory: Path):
-    from transformers import AutoTokenizer  # heavy import; only where tokenisation is needed
-    return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+def load_tokenizer(directory: Path) -> Tokeniser:
+    return Tokeniser(Path(directory))
 
 
-def tokenise(tokenizer, texts: Sequence[str], max_tokens: int = MAX_TOKENS) -> dict[str, np.ndarray]:
+def tokenise(tokenizer: Tokeniser, texts: Sequence[str],
+             max_tokens: int = MAX_TOKENS) -> dict[str, np.ndarray]:
     """The encoder's ONNX inputs for a batch of texts, padded to the longest."""
-    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_tokens,
-                    return_tensors="np")
-    return {"input_ids": enc["input_ids"].astype(np.int64),
-            "attention_mask": enc["attention_mask"].astype(np.int64)}
+    return tokenizer(texts, max_tokens)
 
 
 def encode(runner_run, tokenizer, texts: Sequence[str], batch: int = 64) -> np.ndarray:

@@ -87,6 +87,56 @@ def test_triton_image_is_nvidias_2_51_with_numpy_below_2_for_the_stub():
     assert any(w == "USER" and a != "root" and a != "0" for w, a in steps)
 
 
+# Every third-party module the stub imports (python_backend/, the models' model.py) and where the
+# Triton image gets it from: a pin of triton-stub.txt, or the image itself.
+STUB_MODULES = {"numpy": "numpy", "onnxruntime": "onnxruntime-gpu", "tokenizers": "tokenizers",
+                "cuda": "cuda-python",
+                "tensorrt": "the Dockerfile (tensorrt-cu12, the builder's version)",
+                "triton_python_backend_utils": "the python backend itself"}
+
+
+def _imported_modules(paths) -> dict[str, set[str]]:
+    """Top-level modules imported anywhere in the files (in functions too), but the standard
+    library's and the project's own: {module: files}."""
+    found: dict[str, set[str]] = {}
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in {"__future__", "python_backend"}:
+                    found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_the_triton_image_has_every_package_the_stub_imports():
+    """The search model imported transformers for its tokeniser, which the image never had: it
+    could not load there. Now a new import fails here until the image provides it."""
+    paths = sorted((ROOT / "python_backend").glob("*.py")) + sorted(
+        (ROOT / "model_repository").glob("*/model.py"))
+    imported = _imported_modules(paths)
+    assert {"numpy", "onnxruntime", "tokenizers", "triton_python_backend_utils"} <= imported.keys()
+    unknown = {m: sorted(f) for m, f in imported.items() if m not in STUB_MODULES}
+    assert not unknown, f"imported by the stub but not in the Triton image: {unknown}"
+    pinned = {canonicalize_name(p.split("==")[0]): p
+              for p in _pins(DOCKER / "requirements" / "triton-stub.txt")}
+    for module, source in STUB_MODULES.items():
+        if not source.startswith("the "):
+            assert canonicalize_name(source) in pinned, f"{module}: {source} is not in triton-stub.txt"
+    # the TensorRT runner's CUDA API: the same cuda-python as pyproject's gpu extra
+    gpu = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    (cuda,) = [r for r in gpu if Requirement(r).name == "cuda-python"]
+    assert pinned["cuda-python"] == cuda
+    run = " ".join(a for w, a in instructions(DOCKER / "triton.Dockerfile") if w == "RUN")
+    assert all(f"python_backend.{m}" in run for m in ("ranker_service", "seqrec_service",
+                                                     "search_service", "recommend_service"))
+
+
 def test_builder_and_triton_images_share_the_tensorrt_version_of_pyproject():
     def arg(path):
         (value,) = [a.split("=", 1)[1] for w, a in instructions(path)

@@ -3,7 +3,10 @@ earlier one)? Before labels arrive this is the only quality signal there is.
 
 The backend's score histogram (python_backend/metrics.py, a strided sample of every request's
 scores) is scraped as cumulative bucket counts; `ScoreWindows` turns consecutive scrapes into
-per-window bucket counts per (model, version), bounded by time. `compare` is a chi-square test of
+per-window bucket counts per (model, version), bounded by time, weighted so that a request counts
+once: the scores of one request belong to one user or query and move together, so they are not
+independent draws (a test that counted each score found "drift" between 13 users of one model:
+monitor/canary.py, per_request). `compare` is a chi-square test of
 homogeneity on two count vectors with an effect size, the population stability index (PSI): with
 hundreds of thousands of sampled scores any difference is "significant", so a drift needs both a
 tiny p-value and a PSI past a practical threshold (0.2 is the usual "significant shift")."""
@@ -25,7 +28,7 @@ Key = tuple[str, str]
 
 @dataclass(frozen=True)
 class DriftConfig:
-    min_samples: int = 2000     # sampled scores on each side before anything is said
+    min_samples: int = 500      # effective samples (a request's scores count once) on each side
     max_p_value: float = 1e-6
     min_psi: float = 0.2
 
@@ -66,14 +69,20 @@ class ScoreWindows:
     """Per-window bucket counts of each (model, version)'s sampled scores, from scrapes.
 
     Only the newest cumulative histogram of each series is kept besides the windows; a drop in any
-    bucket (a restart or a reload: counters reset) starts the series again from the new counts."""
+    bucket (a restart or a reload: counters reset) starts the series again from the new counts.
+    Each window also holds the requests that finished in it (Triton's success counter), and
+    `counts` scales the bucket counts it sums down to that many (never up): per request, not per
+    sampled score. The histogram is flushed a little after the counter moves, so the two are
+    matched over the windows summed, not window by window."""
 
     # One-minute windows: fine enough to split "the last few minutes" from "before", and still
     # only 20 floats a minute per version.
     def __init__(self, window_s: float = 60.0, retention_s: float = 86400.0):
         self.window_s, self.retention_s = window_s, retention_s
         self._last: dict[Key, np.ndarray] = {}
+        self._last_requests: dict[Key, float | None] = {}
         self.bounds: dict[Key, tuple[float, ...]] = {}
+        # window start -> [bucket counts, requests (the sampled count where unknown)]
         self._windows: dict[Key, collections.OrderedDict] = {}
 
     def add(self, scrape: Scrape) -> None:
@@ -86,6 +95,8 @@ class ScoreWindows:
             key = (s.model, s.version)
             cum = np.asarray(s.score.counts, float)
             last = self._last.get(key)
+            last_requests = self._last_requests.get(key)
+            self._last_requests[key] = s.success
             if last is None or last.size != cum.size or self.bounds.get(key) != s.score.bounds:
                 self.bounds[key] = s.score.bounds
                 self._last[key] = cum
@@ -95,13 +106,18 @@ class ScoreWindows:
             if (delta < 0).any():
                 continue  # counters restarted: this interval's counts are unknown
             bucket_delta = np.diff(delta, prepend=0.0)
-            if bucket_delta.sum() <= 0:
+            sampled = float(bucket_delta.sum())
+            if sampled <= 0:
                 continue
+            requests = sampled
+            if s.success is not None and last_requests is not None and s.success >= last_requests:
+                requests = s.success - last_requests
             windows = self._windows.setdefault(key, collections.OrderedDict())
             if start in windows:
-                windows[start] = windows[start] + bucket_delta
+                windows[start][0] = windows[start][0] + bucket_delta
+                windows[start][1] += requests
             else:
-                windows[start] = bucket_delta
+                windows[start] = [bucket_delta, requests]
         cutoff = scrape.ts - self.retention_s
         for windows in self._windows.values():
             while windows and next(iter(windows)) < cutoff:
@@ -114,8 +130,12 @@ class ScoreWindows:
             return None
         lo = -math.inf if since is None else since
         hi = math.inf if until is None else until
-        picked = [c for start, c in windows.items() if lo <= start < hi]
-        return np.sum(picked, axis=0) if picked else None
+        picked = [w for start, w in windows.items() if lo <= start < hi]
+        if not picked:
+            return None
+        counts = np.sum([w[0] for w in picked], axis=0)
+        requests, sampled = sum(w[1] for w in picked), float(counts.sum())
+        return counts * (requests / sampled) if requests < sampled else counts
 
     def span(self, model: str, version: str) -> tuple[float, float] | None:
         windows = self._windows.get((model, version))

@@ -372,7 +372,7 @@ class Policy:
     # Prediction drift (monitor.drift): a version's sampled scores against the reference's. A drift
     # needs p ≤ drift_max_p_value and PSI ≥ drift_min_psi; it is a warning (alert, and the version
     # is not vouched for as known good) unless drift_rollback, or quality evidence, says more.
-    drift_min_samples: int = 2000
+    drift_min_samples: int = 500  # effective samples a side: a request's scores count once
     drift_max_p_value: float = 1e-6
     drift_min_psi: float = 0.2
     drift_rollback: bool = False

@@ -47,7 +47,7 @@ def test_a_significant_but_small_shift_is_not_drift():
 
 def test_nothing_is_said_on_too_few_scores():
     rng = np.random.default_rng(3)
-    assert drift.compare("m", "2", _counts(rng, 500), _counts(rng, 50_000), "v1", BOUNDS) is None
+    assert drift.compare("m", "2", _counts(rng, 400), _counts(rng, 50_000), "v1", BOUNDS) is None
 
 
 def _scrape(ts, cum_by_version, model="m"):
@@ -70,6 +70,45 @@ def test_score_windows_count_intervals_and_skip_a_counter_reset():
     assert w.counts("m", "1").sum() == 500
     assert w.counts("m", "1", since=1080.0) is None  # windows start at multiples of 60 s
     assert w.span("m", "1") == (960.0, 1080.0)
+
+
+def test_score_windows_count_each_request_once_however_many_of_its_scores_were_sampled():
+    """64 sampled scores per request, one user's offset shared by all of them: as scores, 20
+    requests of the same model look like 1,280 draws and a moved distribution; as requests they
+    are 20, too few to say anything, and a really moved model is still found once there are
+    enough."""
+    rng = np.random.default_rng(4)
+
+    def users(n, loc=0.0):
+        offsets = rng.normal(loc, 1.0, n)
+        scores = 1 / (1 + np.exp(-(offsets[:, None] + rng.normal(0, 0.1, (n, 64)))))
+        return np.histogram(scores.ravel(), bins=[0, *BOUNDS[:-1], 1.0])[0].astype(float)
+
+    def windows(per_scrape, loc_new=0.0, scrapes=10):
+        w = drift.ScoreWindows(window_s=60)
+        cum = {"1": np.zeros(20), "2": np.zeros(20)}
+        done = {"1": 0.0, "2": 0.0}
+        for k in range(scrapes + 1):
+            if k:
+                for v, n in per_scrape.items():
+                    cum[v] = cum[v] + users(n, loc_new if v == "2" else 0.0)
+                    done[v] += n
+            w.add(Scrape(ts=1000.0 + k, phase="ok", samples=tuple(
+                VersionSample("m", v, success=done[v], score=ScoreHistogram(
+                    BOUNDS, tuple(np.cumsum(c)), 0.0, float(c.sum()))) for v, c in cum.items())))
+        return w
+
+    few = windows({"1": 200, "2": 2}, scrapes=10)
+    assert few.counts("m", "2").sum() == pytest.approx(20)  # 1,280 sampled scores, 20 requests
+    per_score = drift.compare("m", "2", few.counts("m", "2") * 64, few.counts("m", "1") * 64,
+                              "v1", BOUNDS)
+    per_request = drift.compare("m", "2", few.counts("m", "2"), few.counts("m", "1"), "v1", BOUNDS,
+                                drift.DriftConfig(min_samples=10))
+    assert per_score.p_value < 1e-6 and not per_request.drifted  # counted per score it looked moved
+    assert drift.compare("m", "2", few.counts("m", "2"), few.counts("m", "1"), "v1", BOUNDS) is None
+    moved = windows({"1": 200, "2": 100}, loc_new=1.5)
+    found = drift.compare("m", "2", moved.counts("m", "2"), moved.counts("m", "1"), "v1", BOUNDS)
+    assert found is not None and found.drifted and found.samples == 1000
 
 
 # ------------------------------------------------------------------ decisions

@@ -233,15 +233,11 @@ def triton_call(options, protocol: str, reqs):
 
 def _without_resource_metrics(repository: Path, dst: Path) -> Path:
     """A copy of the ranker's repository whose config turns the stubs' resource metrics off."""
-    import shutil
+    from sentinel.bench.setups import edited_copy
 
-    from sentinel.triton_config import read_pbtxt, to_pbtxt
-    shutil.copytree(Path(repository) / "ranker", dst / "ranker")
-    config_path = dst / "ranker" / "config.pbtxt"
-    config = read_pbtxt(config_path)
-    config.parameters["SENTINEL_RESOURCE_METRICS"].string_value = "off"
-    config_path.write_text(to_pbtxt(config))
-    return dst
+    def metrics_off(config) -> None:
+        config.parameters["SENTINEL_RESOURCE_METRICS"].string_value = "off"
+    return edited_copy(repository, dst, metrics_off)
 
 
 def _wait_model_ready(http_url: str, timeout_s: float = 60.0) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Callable
 
 PROTOCOLS = ("http", "grpc")
 
@@ -93,15 +94,25 @@ def repository_for(setup: ServingSetup, repository: Path, work: Path) -> Path:
     config.pbtxt carries the setup's batching settings."""
     if not setup.edits_config:
         return Path(repository)
+
+    def edit(config) -> None:
+        if setup.queue_delay_us is not None:
+            config.dynamic_batching.max_queue_delay_microseconds = setup.queue_delay_us
+        if setup.instances is not None:
+            for group in config.instance_group:
+                group.count = setup.instances
+    return edited_copy(repository, Path(work) / f"repo-{setup.name}", edit)
+
+
+def edited_copy(repository: Path, dst: Path, edit: Callable[[Any], None],
+                model: str = "ranker") -> Path:
+    """A repository at `dst` holding a copy of one model of `repository` (its versions too),
+    whose config.pbtxt `edit` changed in place (a ModelConfig message); the published one is
+    never touched."""
     from sentinel.triton_config import read_pbtxt, to_pbtxt
-    dst = Path(work) / f"repo-{setup.name}"
-    shutil.copytree(Path(repository) / "ranker", dst / "ranker")
-    path = dst / "ranker" / "config.pbtxt"
+    shutil.copytree(Path(repository) / model, Path(dst) / model)
+    path = Path(dst) / model / "config.pbtxt"
     config = read_pbtxt(path)
-    if setup.queue_delay_us is not None:
-        config.dynamic_batching.max_queue_delay_microseconds = setup.queue_delay_us
-    if setup.instances is not None:
-        for group in config.instance_group:
-            group.count = setup.instances
+    edit(config)
     path.write_text(to_pbtxt(config))
-    return dst
+    return Path(dst)

@@ -36,6 +36,22 @@ def _body(inputs: dict) -> dict:
     return {"inputs": tensors}
 
 
+def mismatch(got: np.ndarray, want: np.ndarray) -> str:
+    """What differs between a served output and its golden one, for the probe's reason: the
+    largest difference over the finite outputs, and how many are not finite (a NaN version's
+    outputs are all NaN, which has no largest difference)."""
+    if got.shape != want.shape:
+        return f"shape {got.shape}, expected {want.shape}"
+    finite = np.isfinite(got)
+    bad = int(got.size - finite.sum())
+    parts = []
+    if finite.any():
+        parts.append(f"max |Δ| {float(np.abs(got[finite] - want[finite]).max()):.3g}")
+    if bad:
+        parts.append(f"{bad} of {got.size} not finite")
+    return ", ".join(parts) + f" (shape {got.shape})"
+
+
 class GoldenProber:
     def __init__(self, http_url: str, repository: Path, session: requests.Session | None = None,
                  timeout_s: float = 2.0, per_probe: int = 4, rtol: float = 1e-4, atol: float = 1e-5,
@@ -95,9 +111,7 @@ class GoldenProber:
                 want = np.asarray(expected, dtype=np.float64)
                 if got.shape != want.shape or not np.allclose(got, want, rtol=self._rtol,
                                                               atol=self._atol):
-                    worst = (float(np.nanmax(np.abs(got - want))) if got.shape == want.shape
-                             else float("nan"))
                     return ProbeResult(model, version, now, "mismatch",
                                        f"golden case {(start + k) % len(cases)} output {name!r}: "
-                                       f"max |Δ| {worst:.3g} (shape {got.shape} vs {want.shape})")
+                                       + mismatch(got, want))
         return ProbeResult(model, version, now, "ok", f"{self._per_probe} golden requests matched")

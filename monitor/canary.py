@@ -36,7 +36,7 @@ from typing import Any, Literal, Mapping
 import numpy as np
 from scipy import stats as sstats
 
-from monitor.drift import DriftConfig, compare
+from monitor.drift import DriftConfig, compare, per_request as drift_per_request
 from monitor.types import Scrape, VersionSample
 
 Outcome = Literal["waiting", "running", "pass", "fail", "inconclusive"]
@@ -284,22 +284,10 @@ MIN_SCORE_REQUESTS = 200
 
 
 def per_request(group: Counts) -> np.ndarray:
-    """The group's score histogram weighted so that each successful request counts once.
-
-    The scores of one request belong to one user or query and move together (a user the model
-    likes gets high scores for all 256 candidates), so the chi-square test's samples are independent
-    across requests, not across the scores within one. Counted per score, 13 requests of 64 sampled
-    scores each looked like 832 independent draws and a healthy canary was aborted on p = 0.0
-    (a full-suite run of test_fleet). Scaling the histogram to the request count keeps its shape
-    (PSI is unchanged) and gives the test the evidence there really is, at most: conservative when
-    the scores of a request are in fact independent, which costs a real shift only a few more
-    seconds of traffic. Fewer sampled scores than requests (sampling is capped per flush under
-    load) are left as they are."""
-    counts = np.asarray(group.scores, float)
-    sampled = counts.sum()
-    if sampled > group.success:
-        counts = counts * (group.success / sampled)
-    return counts
+    """The group's score histogram with each successful request counted once (drift.per_request).
+    Counted per score, 13 canary requests of 64 sampled scores each looked like 832 independent
+    draws, and a healthy canary was aborted on p = 0.0 (a full-suite run of test_fleet)."""
+    return drift_per_request(group.scores, group.success)
 
 
 def score_check(canary: Counts, fleet: Counts, model: str, version: str, against: str,

@@ -21,7 +21,7 @@ from scipy import stats as sstats
 
 from monitor.types import DriftFinding, Scrape
 
-__all__ = ["DriftConfig", "DriftFinding", "ScoreWindows", "compare"]
+__all__ = ["DriftConfig", "DriftFinding", "ScoreWindows", "compare", "per_request"]
 
 Key = tuple[str, str]
 
@@ -54,6 +54,21 @@ def compare(model: str, version: str, counts: np.ndarray, reference: np.ndarray,
     return DriftFinding(model, version, against, p, psi, int(n), int(m),
                         drifted=p <= config.max_p_value and psi >= config.min_psi,
                         mean=float((mids * counts).sum() / n), reference_mean=float((mids * reference).sum() / m))
+
+
+def per_request(counts: np.ndarray, requests: float) -> np.ndarray:
+    """Sampled score counts weighted so that each request counts once: scaled down to `requests`
+    when more scores than requests were sampled, left as they are otherwise (sampling is capped
+    per flush under load, and then each sampled score is already from a different request).
+
+    The scores of one request belong to one user or query and move together (a user the model
+    likes gets high scores for all 256 candidates), so the chi-square test's samples are
+    independent across requests, not across the scores within one. Scaling keeps the histogram's
+    shape (PSI and the mean are unchanged) and gives the test the evidence there really is, at
+    most: conservative when a request's scores are in fact independent."""
+    counts = np.asarray(counts, float)
+    sampled = float(counts.sum())
+    return counts * (requests / sampled) if requests < sampled else counts
 
 
 def _midpoints(bounds: tuple[float, ...], k: int) -> np.ndarray:
@@ -133,9 +148,7 @@ class ScoreWindows:
         picked = [w for start, w in windows.items() if lo <= start < hi]
         if not picked:
             return None
-        counts = np.sum([w[0] for w in picked], axis=0)
-        requests, sampled = sum(w[1] for w in picked), float(counts.sum())
-        return counts * (requests / sampled) if requests < sampled else counts
+        return per_request(np.sum([w[0] for w in picked], axis=0), sum(w[1] for w in picked))
 
     def span(self, model: str, version: str) -> tuple[float, float] | None:
         windows = self._windows.get((model, version))

@@ -266,10 +266,10 @@ def search_markdown(r: SearchBenchReport) -> str:
               "", "| query set | best baseline | Δ NDCG@10 | 95 % CI | ceiling | room |",
               "|---|---|---:|---|---:|---:|"]
     for m in ev.margins:
-        room = "" if m.ceiling is None else \
-            f"{m.ceiling:.4f} | {m.ceiling - ev.result(m.query_set, m.best_baseline).ndcg_at_10:+.4f}"
+        ceiling, room = ("–", "–") if m.ceiling is None else (
+            f"{m.ceiling:.4f}", f"{m.ceiling - ev.result(m.query_set, m.best_baseline).ndcg_at_10:+.4f}")
         lines.append(f"| {m.query_set} | {m.best_baseline} | {m.delta:+.4f} | {_ci(m.ci)} | "
-                     f"{room or '– | –'} |")
+                     f"{ceiling} | {room} |")
     fails = ev.failures()
     means = ", ".join(f"{m} {ev.mean_over_sets(m):.4f}" for m in ("hybrid", "jaccard", "bm25", "dense"))
     kinds = r.fusion.get("tuning", {}).get("tuning_queries_by_kind")

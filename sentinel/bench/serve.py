@@ -14,6 +14,7 @@ from sentinel.bench import clients
 from sentinel.bench.driver import measure
 from sentinel.bench.environment import describe_machine, finished
 from sentinel.bench.results import PerfAnalyzerCell, ServeCell, ServeReport
+from sentinel.bench.setups import edited_copy
 from sentinel.bench.workload import ranking_requests, write_perf_analyzer_data
 
 TARGETS = ("in-process", "sentinel", "pytriton", "flask", "sentinel-off", "sentinel-grpc")
@@ -233,8 +234,6 @@ def triton_call(options, protocol: str, reqs):
 
 def _without_resource_metrics(repository: Path, dst: Path) -> Path:
     """A copy of the ranker's repository whose config turns the stubs' resource metrics off."""
-    from sentinel.bench.setups import edited_copy
-
     def metrics_off(config) -> None:
         config.parameters["SENTINEL_RESOURCE_METRICS"].string_value = "off"
     return edited_copy(repository, dst, metrics_off)

@@ -263,7 +263,7 @@ class Judge:
             scrape_outcomes=self.store.scrape_outcomes(limit=20),
             last_sample_at=self.store.last_sample_at(rt.name, rt.served) if rt.served else None,
             activated_at=rt.activated_at, last_known_good=rt.rollback_target,
-            requested_version=rt.requested, actions=tuple(rt.actions), pinned_version=rt.pinned,
+            requested_version=rt.requested, actions=rt.counted_actions, pinned_version=rt.pinned,
             frozen=rt.is_frozen, probes=tuple(rt.probes),
             failure_evidence=(self.store.failure_evidence(rt.name, rt.served, 10.0)
                               if rt.served else None),

@@ -181,7 +181,10 @@ def openapi_document() -> dict:
                 "rejected": {"type": "array", "items": obj({
                     "version": {"type": "string"}, "reason": {"type": "string"},
                     "event_id": nullable_int})},
-                "rollback_target": nullable_str}, nullable=True),
+                "rollback_target": nullable_str,
+                "rollbacks": {"type": "array", "items": obj({
+                    "version": {"type": "string"}, "target": nullable_str,
+                    "at": {"type": "number"}, "by": {"type": "string"}})}}, nullable=True),
             "desired_error": nullable_str,
             "acked": obj({"phase": {"type": "string"}, "actor": {"type": "string"}},
                          nullable=True),

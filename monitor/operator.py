@@ -157,7 +157,7 @@ def _write_intent(poller, model: str, action: str, target: str | None, served: s
         if action == "rollback":
             if served is None:
                 return ds.deploy(s, target, now, actor)
-            return ds.reject(s, served, target, f"operator {actor}: {why}", now, actor)
+            return ds.roll_back(s, served, target, f"operator {actor}: {why}", now, actor)
         if action == "promote":
             return ds.mark_known_good(ds.deploy(s, target, now, actor), target, now, actor, baseline)
         if action == "pin":

@@ -409,8 +409,8 @@ class Poller:
                 target = desired.version
             # Desired state first: if it cannot be written, nothing is loaded (a load the state
             # does not back would be undone by the next reconcile, or survive a restart wrongly).
-            if not self._write(model, lambda s: ds.reject(s, bad, target, decision.reason, now,
-                                                          self.actor, event_id)
+            if not self._write(model, lambda s: ds.roll_back(s, bad, target, decision.reason,
+                                                             now, self.actor, event_id)
                                if s is not None else None, f"reject version {bad}"):
                 return
             self._submit(ActionRequest(model, target, "rollback", decision.reason,

@@ -11,7 +11,9 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Mapping
+
+from monitor.types import Event
 
 
 @dataclass(frozen=True)
@@ -20,13 +22,25 @@ class RetrainOutcome:
     detail: str          # "started pid 123", "no retrain_command configured", "cannot start: ..."
 
 
+def last_triggers(events: Iterable[Event]) -> dict[str, float]:
+    """Per model, the newest `retrain` event's time: the poller records one for each trigger, so a
+    restarted sidecar reads its cooldown back from its event log instead of starting the builder
+    job again."""
+    last: dict[str, float] = {}
+    for e in events:
+        if e.kind == "retrain" and e.model:
+            last[e.model] = max(e.ts, last.get(e.model, e.ts))
+    return last
+
+
 class RetrainRunner:
     def __init__(self, command: str | None, cooldown_s: float, log_dir: Path | None = None,
                  clock: Callable[[], float] = time.time,
-                 popen: Callable[..., subprocess.Popen] = subprocess.Popen):
+                 popen: Callable[..., subprocess.Popen] = subprocess.Popen,
+                 last: Mapping[str, float] | None = None):
         self.command = shlex.split(command) if command else None
         self.cooldown_s, self.log_dir, self.clock, self._popen = cooldown_s, log_dir, clock, popen
-        self._last: dict[str, float] = {}
+        self._last: dict[str, float] = dict(last or {})  # model -> last trigger (last_triggers)
         self._running: list[subprocess.Popen] = []
 
     def trigger(self, model: str, reason: str) -> RetrainOutcome:

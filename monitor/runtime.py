@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from monitor.detect import SIGNAL_PRESETS, DetectorConfig, OnlineDetector
 from monitor.quality import QualityAssessment
-from monitor.types import Decision, Event, KnownGoodState, VersionState
+from monitor.types import ActionRecord, Decision, Event, KnownGoodState, VersionState
 from sentinel.desired_state import DesiredState
 
 # Detector presets the sidecar runs on each model's served stream. error_budget reads the
@@ -86,6 +86,16 @@ class ModelRuntime:
 
     def rejected(self, version: str | None) -> bool:
         return self.desired is not None and self.desired.is_rejected(version)
+
+    @property
+    def counted_actions(self) -> tuple[ActionRecord, ...]:
+        """What the rate limits and the cooldown count: the rollbacks in the desired state (every
+        replica's, and this sidecar's from before a restart) with this sidecar's own actions in
+        memory (reloads restart a stub on this replica only; and all of them when no repository
+        holds a desired state). A rollback this sidecar took is in both, with the same time."""
+        durable = () if self.desired is None else tuple(
+            ActionRecord(r.at, "rollback", self.name, r.target or "") for r in self.desired.rollbacks)
+        return tuple(sorted(set(durable) | set(self.actions), key=lambda a: a.ts))
 
     def snapshot_current(self) -> None:
         if self.served is not None:

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from monitor.resource_watch import ResourceWatch
 from monitor.canary_watch import CanaryWatch, FleetEvidence
 from monitor.lease_config import make_lease
 from monitor.replicas import ReplicaRegistry
-from monitor.retrain import RetrainRunner
+from monitor.retrain import RetrainRunner, last_triggers
 from monitor.scrape import Scraper
 from monitor.store import SeriesStore
 from monitor.web import create_app
@@ -120,7 +121,10 @@ class Sidecar:
             probe_interval_s=c.probe_interval_s, interval_s=c.interval_s, registry=self.registry,
             actuator=actuator, objectives=dict(c.objectives), feedback=self.feedback,
             retrain=RetrainRunner(c.retrain_command, c.retrain_cooldown_s,
-                                  log_dir=Path(c.db_path).parent if c.db_path != ":memory:" else None),
+                                  log_dir=Path(c.db_path).parent if c.db_path != ":memory:" else None,
+                                  last=last_triggers(self.events.list(
+                                      kind="retrain", since=time.time() - c.retrain_cooldown_s,
+                                      limit=10_000))),
             lease=(lease := make_lease(c)), **fleet_parts(c, lease))
         # What must serve comes from the repository (desired state), not from this sidecar's
         # event log: a fresh pod with an empty log converges to the same versions.

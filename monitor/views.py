@@ -130,7 +130,10 @@ def model_summary(rt) -> dict:
             "known_good_history": [k.version for k in want.known_good],
             "rejected": [{"version": r.version, "reason": r.reason[:300], "event_id": r.event_id}
                          for r in want.rejected],
-            "rollback_target": want.rollback_target(rt.served)},
+            "rollback_target": want.rollback_target(rt.served),
+            # what the rate limits count, on every replica and across restarts
+            "rollbacks": [{"version": r.version, "target": r.target, "at": r.at, "by": r.by}
+                          for r in want.rollbacks]},
         "desired_error": rt.desired_error,
         "acked": {"phase": rt.acked[0], "actor": rt.acked[2]} if rt.acked else None,
         "versions": [{"version": s.version, "state": s.state, "reason": s.reason}

@@ -2,9 +2,10 @@
 
 Per model, `<repository>/<model>/sentinel.json` holds the version that must serve, the rejected
 versions (with reason and event id), the ordered known-good history (each entry with the baseline
-the next version is judged against), the version under watch, operator pin/freeze and a generation
-number. The same decision is carried into `config.pbtxt` as `version_policy { specific }`, so a
-plain `tritonserver` started on the repository serves the desired version without the sidecar.
+the next version is judged against), the rollbacks carried out (what every sidecar's rate limit
+and cooldown count), the version under watch, operator pin/freeze and a generation number. The
+same decision is carried into `config.pbtxt` as `version_policy { specific }`, so a plain
+`tritonserver` started on the repository serves the desired version without the sidecar.
 
 This module is the only writer of both. Writes are atomic (temp file + fsync + rename), serialised
 between processes by a lock on the model directory, and checked against the generation the
@@ -28,6 +29,9 @@ from sentinel.triton_config import ConfigFileError, read_pbtxt, to_pbtxt
 STATE_FILE = "sentinel.json"
 SCHEMA = 1
 HISTORY_LIMIT = 50  # known-good and rejected entries kept per model (oldest dropped first)
+# Rollbacks kept per model: the rate limit looks back one hour, and no limit worth setting lets
+# more than this many through in an hour.
+ROLLBACK_LIMIT = 50
 
 
 class DesiredStateError(RuntimeError):
@@ -59,6 +63,18 @@ class Rejection:
     at: float
     reason: str
     event_id: int | None = None
+    by: str = "poller"
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """A rollback carried out through this state, by a sidecar's decision or an operator. Kept
+    apart from `rejected`: redeploying a rejected version takes it off that list, and a version
+    deployed and rolled back again and again is what the rate limit is for. Here, and not in one
+    sidecar's memory, every replica and a restarted sidecar count the same rollbacks."""
+    version: str          # rolled back from
+    target: str | None    # what serves instead
+    at: float
     by: str = "poller"
 
 
@@ -99,6 +115,7 @@ class DesiredState:
     updated_at: float = 0.0
     updated_by: str = ""
     canary: Canary | None = None
+    rollbacks: tuple[Rollback, ...] = ()  # oldest first, the last ROLLBACK_LIMIT
 
     # ------------------------------------------------------------ questions
 
@@ -170,6 +187,15 @@ def reject(state: DesiredState, version: str, target: str | None, reason: str, n
     watch = state.watch if state.watch is not None and state.watch.version == serve else None
     canary = state.canary if state.canary is not None and state.canary.version != version else None
     return _next(state, now, by, version=serve, rejected=rejected, watch=watch, canary=canary)
+
+
+def roll_back(state: DesiredState, version: str, target: str | None, reason: str, now: float,
+              by: str, event_id: int | None = None) -> DesiredState:
+    """`reject`, and the rollback recorded for the rate limits (a failed load or an aborted canary
+    is a rejection that no rate limit counts)."""
+    rolled = reject(state, version, target, reason, now, by, event_id)
+    entry = Rollback(version, target if target is not None else state.version, now, by)
+    return dataclasses.replace(rolled, rollbacks=(state.rollbacks + (entry,))[-ROLLBACK_LIMIT:])
 
 
 def mark_known_good(state: DesiredState, version: str, now: float, by: str,
@@ -257,6 +283,10 @@ def from_dict(data: Mapping[str, Any], path: Path) -> DesiredState:
             updated_at=float(data.get("updated_at", 0.0)),
             updated_by=str(data.get("updated_by", "")),
             canary=_canary(data.get("canary")),
+            rollbacks=tuple(Rollback(str(r["version"]),
+                                     None if r.get("target") is None else str(r["target"]),
+                                     float(r["at"]), str(r.get("by", "")))
+                            for r in data.get("rollbacks", ())),  # absent in older files
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DesiredStateError(path, f"malformed desired state: {exc!r}") from exc

@@ -59,7 +59,7 @@ def test_search_matches_the_sentence_transformers_pipeline(zoo_repo):
     from build_scripts.search_model import minilm_dir
     man = manifest(zoo_repo, "search")
     assert man["parity"]["max_cosine_distance"] <= 1e-4
-    assert {"model.onnx", "items.npz", "tokenizer.json", "vocab.txt", "lexical.sqlite3",
+    assert {"model.onnx", "items.npz", "tokenizer.json", "lexical.sqlite3",
             "fusion.json"} <= set(man["artefacts"])
     service = SearchService(zoo_repo / "search" / "1")
     texts = ["space adventure with robots", "Toy Story (1995)", "a" * 3 + " very long " * 200]

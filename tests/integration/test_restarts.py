@@ -22,9 +22,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ADMIN_KEY, TOKEN = "restart-admin", "restart-token"
 VERSIONS = {"1": None, "2": "errors", "3": None, "4": "errors"}
-# Shipped defaults (1 s cycles, probes every 5 s, 30 s cooldown, 3 rollbacks/h) except
-# known_good_after_s (60 s), shortened so that the sequence fits the test budget.
-SETTINGS = {"policy": {"known_good_after_s": 15}}
+# Shipped defaults (1 s cycles, probes every 5 s, 30 s cooldown) except known_good_after_s (60 s),
+# shortened so that the sequence fits the test budget, and 2 rollbacks an hour (3), so that the
+# two of (a) and (b) reach the limit (f) checks.
+SETTINGS = {"policy": {"known_good_after_s": 15, "max_rollbacks_per_hour": 2}}
 
 
 class Stack:
@@ -180,3 +181,24 @@ def test_triton_and_sidecar_restarted_together_converge_in_the_first_cycles(stac
     actions = stack.sidecar.events(started_at, "action")
     assert [(a["action"], a["version"], a["outcome"]) for a in actions] == [("reconcile", "3", "ok")]
 
+
+
+def test_the_rollback_limit_counts_rollbacks_from_before_the_restarts(stack):
+    # (f) v2 and v4 were rolled back in (a) and (b), and the sidecar has been killed and started
+    # three times since: its memory holds no rollback. Someone force-deploys v2 once more; the
+    # limit (2 an hour) is reached, so the sidecar alerts and leaves v2 serving for a person.
+    start = time.time()
+    assert [r["version"] for r in stack.sidecar.model()["desired"]["rollbacks"]] == ["2", "4"]
+    r = stack.sidecar.post("deploy", version="2", reason="redeploy", force=True)
+    assert r.status_code == 200, r.text
+
+    def limited():
+        m = stack.sidecar.model()
+        return m["action"] == "alert" and "rollback limit reached (2 in the last hour, max 2)" \
+            in (m["reason"] or "")
+    took = wait_for(limited, 60)
+    assert took is not None, stack.sidecar.model()
+    print(f"[f] v2 failing and the rollback limit reached {took:.1f}s after the deploy")
+    time.sleep(5)
+    assert not [e for e in stack.sidecar.events(start, "action") if e["action"] == "rollback"]
+    assert stack.desired.read("ranker").version == "2" and stack.ready_versions() == {"2"}

@@ -477,3 +477,29 @@ def test_a_dead_stub_answer_is_a_reload_not_a_rollback():
     stub = "HTTP 500: Stub process 'ranker_0_0' is not healthy."
     d = decide(make_inputs(probes=(answered(500, 980.0, stub), answered(500, 990.0, stub))))
     assert (d.action, d.target_version) == ("reload", "2")
+
+
+def test_rate_limits_count_the_rollbacks_in_the_desired_state_once():
+    """A restarted sidecar, or another replica holding the lease now, has no rollbacks in memory:
+    the desired state's still count. One this sidecar took is in both, and counts once."""
+    from monitor.runtime import ModelRuntime
+    from sentinel import desired_state as ds
+    state = ds.mark_known_good(ds.initial("ranker", "1", 0.0, "build"), "1", 1.0, "poller")
+    for at in (500.0, 700.0):
+        state = ds.roll_back(ds.deploy(state, "2", at - 1, "ci"), "2", "1", "errors", at, "a")
+    state = ds.deploy(state, "2", 900.0, "ci")
+    rt = ModelRuntime("ranker", detectors={}, desired=state)
+    assert [(a.kind, a.version, a.ts) for a in rt.counted_actions] == [
+        ("rollback", "1", 500.0), ("rollback", "1", 700.0)]
+    rt.actions.append(ActionRecord(700.0, "rollback", "ranker", "1"))  # this sidecar's, also there
+    rt.actions.append(ActionRecord(950.0, "reload", "ranker", "2"))    # memory only
+    assert len(rt.counted_actions) == 3
+    two = decide(make_inputs(detections=(det(),), actions=rt.counted_actions[:2]),
+                 Policy(max_rollbacks_per_hour=3))
+    assert two.action == "rollback", two.reason
+    rt.actions.clear()
+    state = ds.roll_back(state, "2", "1", "errors", 800.0, "b")  # a third, by another replica
+    rt.desired = ds.deploy(state, "2", 900.0, "ci")
+    three = decide(make_inputs(detections=(det(),), actions=rt.counted_actions),
+                   Policy(max_rollbacks_per_hour=3))
+    assert three.action == "alert" and "rollback limit reached (3 in the last hour" in three.reason

@@ -106,3 +106,38 @@ def test_a_failed_write_leaves_the_old_state(repo, monkeypatch):
     monkeypatch.undo()
     assert store.read("ranker").version == "1"
     assert not [p.name for p in (repo / "ranker").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_rollbacks_are_kept_for_the_rate_limits_and_survive_a_redeploy():
+    s = ds.mark_known_good(ds.initial("ranker", "1", 10.0, "build"), "1", 20.0, "poller")
+    for i, at in enumerate((100.0, 200.0, 300.0)):
+        s = ds.deploy(s, "2", at - 50.0, "ci")  # the same bad version, deployed again and again
+        s = ds.roll_back(s, "2", "1", "errors went up", at, f"sidecar-{i}", event_id=i)
+        assert s.version == "1" and s.is_rejected("2")
+    # each redeploy took 2 off `rejected`; the rollbacks all stay
+    assert [r.version for r in s.rejected] == ["2"]
+    assert [(r.version, r.target, r.at, r.by) for r in s.rollbacks] == [
+        ("2", "1", 100.0, "sidecar-0"), ("2", "1", 200.0, "sidecar-1"), ("2", "1", 300.0, "sidecar-2")]
+    # a rejection that is not a rollback (a failed load, an aborted canary) is not counted
+    s = ds.reject(ds.deploy(s, "3", 400.0, "ci"), "3", "1", "failed to load", 410.0, "poller")
+    assert len(s.rollbacks) == 3
+    # the record stays bounded
+    for i in range(ds.ROLLBACK_LIMIT + 5):
+        s = ds.roll_back(ds.deploy(s, "2", 1000.0 + i, "ci"), "2", "1", "again", 1000.5 + i, "p")
+    assert len(s.rollbacks) == ds.ROLLBACK_LIMIT and s.rollbacks[-1].at == 1000.5 + ds.ROLLBACK_LIMIT + 4
+
+
+def test_rollbacks_round_trip_and_older_files_without_them_load(repo):
+    store = ds.DesiredStateStore(repo)
+    s = ds.mark_known_good(ds.initial("ranker", "1", 10.0, "build"), "1", 20.0, "poller")
+    s = ds.roll_back(ds.deploy(s, "2", 30.0, "ci"), "2", "1", "errors", 40.0, "sidecar-a")
+    store.update("ranker", lambda _: s)
+    assert store.read("ranker").rollbacks == (ds.Rollback("2", "1", 40.0, "sidecar-a"),)
+    raw = json.loads(store.path("ranker").read_text())
+    del raw["rollbacks"]  # a state file written before rollbacks were recorded
+    store.path("ranker").write_text(json.dumps(raw))
+    assert store.read("ranker").rollbacks == ()
+    raw["rollbacks"] = [{"version": "2"}]  # no time: refused with the file named, not guessed
+    store.path("ranker").write_text(json.dumps(raw))
+    with pytest.raises(ds.DesiredStateError, match="sentinel.json.*malformed"):
+        store.read("ranker")

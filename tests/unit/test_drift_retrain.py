@@ -241,3 +241,29 @@ def test_a_score_change_of_a_known_good_version_whose_inputs_drifted_is_not_its_
     assert (d.phase, d.action) == ("degraded", "alert") and "inputs drifted" in d.reason
     errors = det(signal="error_rate")
     assert decide(make_inputs(detections=(change, errors), inputs_drifted=True)).action == "rollback"
+
+
+def test_a_restarted_sidecar_keeps_the_retrain_cooldown_from_its_event_log(tmp_path):
+    """The builder job is expensive: a sidecar killed and started again within the cooldown must
+    not start it once more. The cooldown is read back from the event log's `retrain` events."""
+    from monitor.config import load_config
+    from monitor.sidecar import Sidecar
+    from monitor.types import Event
+    settings = {"repository": str(tmp_path), "db_path": str(tmp_path / "ev.sqlite3"), "port": 0}
+    first = Sidecar(load_config(None, env={}, overrides=settings))
+    try:
+        assert first.poller.retrain.trigger("ranker", "quality fell").triggered
+        # what Poller._retrain records for a trigger
+        first.events.append(Event(time.time(), "ranker", "1", "retrain", phase="degraded",
+                                  action="alert", reason="quality fell"))
+        first.events.append(Event(time.time() - 7 * 3600, "seqrec", "1", "retrain",
+                                  reason="long ago"))
+    finally:
+        first.stop()
+    again = Sidecar(load_config(None, env={}, overrides=settings))  # the restarted process
+    try:
+        outcome = again.poller.retrain.trigger("ranker", "quality fell")
+        assert not outcome.triggered and "cooldown: last trigger" in outcome.detail
+        assert again.poller.retrain.trigger("seqrec", "fell").triggered  # past its 6 h cooldown
+    finally:
+        again.stop()

@@ -21,7 +21,8 @@ from scipy import stats as sstats
 
 from monitor.types import DriftFinding, Scrape
 
-__all__ = ["DriftConfig", "DriftFinding", "ScoreWindows", "compare", "per_request"]
+__all__ = ["DriftConfig", "DriftFinding", "ScoreWindows", "compare", "from_record", "per_request",
+           "to_record"]
 
 Key = tuple[str, str]
 
@@ -69,6 +70,26 @@ def per_request(counts: np.ndarray, requests: float) -> np.ndarray:
     counts = np.asarray(counts, float)
     sampled = float(counts.sum())
     return counts * (requests / sampled) if requests < sampled else counts
+
+
+def to_record(bounds: tuple[float, ...], counts: np.ndarray) -> dict:
+    """A histogram as JSON can hold it (in a known-good baseline): the finite upper bounds (the
+    last bucket's is +Inf, which JSON has no number for) and the per-request counts."""
+    return {"upper_bounds": [float(b) for b in bounds if math.isfinite(b)],
+            "counts": [round(float(c), 3) for c in counts]}
+
+
+def from_record(record) -> tuple[tuple[float, ...], np.ndarray] | None:
+    """(bounds, counts) of `to_record`'s dict; None for anything else (an older baseline has no
+    histogram; a malformed one is not evidence)."""
+    try:
+        bounds = tuple(float(b) for b in record["upper_bounds"]) + (math.inf,)
+        counts = np.asarray([float(c) for c in record["counts"]], float)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if counts.size != len(bounds) or not np.isfinite(counts).all() or (counts < 0).any():
+        return None
+    return bounds, counts
 
 
 def _midpoints(bounds: tuple[float, ...], k: int) -> np.ndarray:

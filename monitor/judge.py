@@ -146,6 +146,12 @@ class Judge:
         out = baseline_mod.summarise({s: frame[s].to_numpy() for s in baseline_mod.SIGNALS},
                                      frame["requests"].to_numpy(), frame["reset"].to_numpy())
         out.update(at=now, window_s=window)
+        # Its score histogram over the span drift compares a candidate with (assess_drift): a
+        # sidecar restarted after this version stopped serving has no other.
+        scores = self.scores.counts(rt.name, rt.served, since=now - self.policy.retrain_recent_s)
+        bounds = self.scores.bounds.get((rt.name, rt.served), ())
+        if scores is not None and len(bounds) == scores.size:
+            out["scores"] = drift_mod.to_record(bounds, scores)
         return out
 
     def assess_quality(self, rt: ModelRuntime, now: float) -> list[Event]:
@@ -186,17 +192,31 @@ class Judge:
         if rt.served is None or rt.desired is None or rt.desired.is_known_good(rt.served):
             return None
         reference = rt.rollback_target
-        span = self.scores.span(rt.name, reference) if reference is not None else None
-        if span is None:
+        if reference is None:
             return None
         since = None if rt.activated_at is None else rt.activated_at - self.scores.window_s
         counts = self.scores.counts(rt.name, rt.served, since=since)
-        # The reference's latest serving, not its whole history: scores follow the traffic's hours.
-        ref = self.scores.counts(rt.name, reference, since=span[1] - self.policy.retrain_recent_s)
-        if counts is None or ref is None:
+        bounds = self.scores.bounds.get((rt.name, rt.served), ())
+        if counts is None:
             return None
-        return drift_mod.compare(rt.name, rt.served, counts, ref, f"version {reference}",
-                                 self.scores.bounds.get((rt.name, rt.served), ()),
+        span = self.scores.span(rt.name, reference)
+        if span is not None:
+            # The reference's latest serving, not its whole history: scores follow the hours.
+            ref = self.scores.counts(rt.name, reference,
+                                     since=span[1] - self.policy.retrain_recent_s)
+            against = f"version {reference}"
+        else:
+            # Not seen serving since this sidecar started: the histogram its known-good record
+            # kept (from the hours before it was promoted; older baselines have none).
+            kept = next((k for k in reversed(rt.desired.known_good) if k.version == reference),
+                        None)
+            record = drift_mod.from_record(kept.baseline.get("scores")) if kept else None
+            if record is None or record[0] != tuple(bounds):
+                return None
+            ref, against = record[1], f"version {reference} (histogram kept when it became known good)"
+        if ref is None:
+            return None
+        return drift_mod.compare(rt.name, rt.served, counts, ref, against, bounds,
                                  self.drift_config)
 
     def retrain_check(self, rt: ModelRuntime, now: float) -> tuple[str, dict] | None:

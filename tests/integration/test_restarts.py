@@ -71,6 +71,13 @@ def test_published_repository_serves_its_first_version_and_it_becomes_known_good
     assert took is not None, stack.sidecar.model()
     baseline = stack.desired.read("ranker").known_good[-1].baseline
     assert baseline["requests"] > 100 and baseline["signals"]["error_rate"]["n"] >= 10
+    # Its score histogram, per request: what drift compares v3 with after the restart in (c),
+    # with enough requests (drift_min_samples, 500) for a verdict; v3 (v1's weights) must not
+    # read as drifted from it, or it never becomes known good.
+    print(f"[v1] known good with {sum(baseline['scores']['counts']):.0f} requests in its kept "
+          f"score histogram")
+    assert sum(baseline["scores"]["counts"]) >= 500
+    assert len(baseline["scores"]["counts"]) == len(baseline["scores"]["upper_bounds"]) + 1
 
 
 def test_a_rollback_survives_a_triton_crash(stack):

@@ -200,6 +200,51 @@ def test_the_known_good_versions_scores_moving_asks_for_a_retrain():
     assert "scores of version 1 moved" in reason and evidence["drift"]["drifted"]
 
 
+def _serve(judge, version, start, end, loc, seed, model="ranker"):
+    rng, totals, t = np.random.default_rng(seed), np.zeros(20), start
+    while t < end:
+        totals = totals + _counts(rng, 400, loc=loc)
+        scrape = _scrape(t, {version: totals}, model=model)
+        judge.store.add(scrape)  # as the poller does: the series and the score windows
+        judge.scores.add(scrape)
+        t += 30
+
+
+def test_a_restarted_sidecar_compares_a_candidate_with_the_histogram_kept_at_known_good():
+    """Drift needs the reference version's scores. A sidecar started after v1 stopped serving
+    never saw them: v1's known-good record keeps its histogram, in JSON (no +Inf), and a moved v2
+    is still found; an unmoved one is not."""
+    import json
+
+    from sentinel import desired_state as ds
+    before = _judge(None)  # the sidecar that saw v1 serve and promoted it
+    _serve(before, "1", NOW - 5400, NOW - 1800, 0.0, seed=6)
+    rt = ModelRuntime("ranker", {})
+    rt.served = "1"
+    baseline = before.baseline_of(rt, NOW - 1800)
+    kept = drift.from_record(json.loads(json.dumps(baseline["scores"], allow_nan=False)))
+    assert kept is not None and kept[0] == BOUNDS and kept[1].sum() >= 500
+    state = ds.mark_known_good(ds.initial("ranker", "1", NOW - 7200, "build"), "1", NOW - 1800,
+                               "poller", baseline)
+    for loc, drifted in ((1.5, True), (0.0, False)):
+        after = _judge(None)  # restarted: no v1 scores in memory
+        rt = ModelRuntime("ranker", {})
+        rt.served, rt.activated_at = "2", NOW - 900
+        rt.desired = ds.deploy(state, "2", NOW - 900, "ci")
+        _serve(after, "2", NOW - 900, NOW, loc, seed=7)
+        found = after.assess_drift(rt)
+        assert found is not None and found.drifted is drifted, found
+        assert found.against == "version 1 (histogram kept when it became known good)"
+    # a known-good record from before histograms were kept, or with other buckets: no verdict
+    old = ds.mark_known_good(ds.initial("ranker", "1", 0.0, "build"), "1", 1.0, "poller",
+                             {k: v for k, v in baseline.items() if k != "scores"})
+    rt.desired = ds.deploy(old, "2", NOW - 900, "ci")
+    assert after.assess_drift(rt) is None
+    other = dict(baseline, scores=dict(baseline["scores"], upper_bounds=[0.5]))
+    rt.desired = ds.deploy(ds.mark_known_good(old, "1", 2.0, "poller", other), "2", NOW - 900, "ci")
+    assert after.assess_drift(rt) is None
+
+
 # ------------------------------------------------------------------ the runner
 
 

@@ -213,7 +213,8 @@ class Judge:
             record = drift_mod.from_record(kept.baseline.get("scores")) if kept else None
             if record is None or record[0] != tuple(bounds):
                 return None
-            ref, against = record[1], f"version {reference} (histogram kept when it became known good)"
+            ref = record[1]
+            against = f"version {reference} (histogram kept when it became known good)"
         if ref is None:
             return None
         return drift_mod.compare(rt.name, rt.served, counts, ref, against, bounds,

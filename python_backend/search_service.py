@@ -24,7 +24,8 @@ from python_backend.topk import top_k
 # the same limit keeps served embeddings equal to the reference pipeline's.
 MAX_TOKENS = 256
 MAX_QUERY_BYTES = 2048
-# serving reads tokenizer.json alone (tokeniser.py); the package's other tokenizer files are not published
+# Serving reads tokenizer.json alone (tokeniser.py): the package's other tokenizer files are not
+# published.
 TOKENIZER_FILES = ("tokenizer.json",)
 ITEMS = "items.npz"  # item ids + their embeddings, computed by the build with the published encoder
 

@@ -194,7 +194,7 @@ def roll_back(state: DesiredState, version: str, target: str | None, reason: str
     """`reject`, and the rollback recorded for the rate limits (a failed load or an aborted canary
     is a rejection that no rate limit counts)."""
     rolled = reject(state, version, target, reason, now, by, event_id)
-    entry = Rollback(version, target if target is not None else state.version, now, by)
+    entry = Rollback(version, rolled.version, now, by)  # what reject made serve instead
     return dataclasses.replace(rolled, rollbacks=(state.rollbacks + (entry,))[-ROLLBACK_LIMIT:])
 
 
